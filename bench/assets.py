@@ -1,0 +1,189 @@
+"""Asset registry: every external file bench uses, named by upstream URL, sha256, size and licence.
+
+``fetch(name)`` returns a verified local path, looking in order at
+1. the cache ``$BENCH_HOME/assets/<name>/<file>``,
+2. the mirror folder ``$BENCH_ASSET_MIRROR`` (matched by its ``MANIFEST.json`` upstream URL or sha256, else by
+   file name; always sha256-checked, then copied into the cache),
+3. a download from the upstream URL with pooch (progress bar, sha256 check), unless ``BENCH_OFFLINE=1``.
+A file that cannot be had raises ``AssetUnavailable`` with one line naming the asset, its URL and where to put it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+from bench import home
+from bench.contracts import BenchError
+from bench.hashing import sha256_file
+
+
+class AssetUnavailable(BenchError):
+    """The asset is in neither cache nor mirror and could not be downloaded."""
+
+
+class AssetHashMismatch(AssetUnavailable):
+    """A file offered for an asset does not have the catalogued sha256."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    url: str
+    sha256: str
+    size: int
+    license: str
+    kind: str
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        return Path(urlparse(self.url).path).name
+
+    @property
+    def cache_path(self) -> Path:
+        return home.asset_cache_dir() / self.name / self.filename
+
+
+@cache
+def catalog() -> dict[str, Asset]:
+    text = resources.files("bench").joinpath("asset_catalog.toml").read_text(encoding="utf-8")
+    return {name: Asset(name=name, **fields) for name, fields in tomllib.loads(text).items()}
+
+
+def get(name: str) -> Asset:
+    try:
+        return catalog()[name]
+    except KeyError:
+        raise BenchError(f"unknown asset {name!r} (`bench assets list` shows all)") from None
+
+
+_verified: dict[Path, str] = {}
+
+
+def _matches(path: Path, asset: Asset) -> bool:
+    """sha256 check, remembered per (path, size, mtime) for this process."""
+    stat = path.stat()
+    stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    if _verified.get(path) != stamp:
+        if stat.st_size != asset.size or sha256_file(path) != asset.sha256:
+            return False
+        _verified[path] = stamp
+    return True
+
+
+def _mirror_candidates(mirror: Path, asset: Asset) -> list[Path]:
+    """Files in the mirror that claim to be ``asset``: by its manifest first, then by file name."""
+    found: list[Path] = []
+    manifest = mirror / "MANIFEST.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise BenchError(f"{manifest}: not valid JSON ({error}); fix or remove it") from error
+        for entry in entries:
+            if entry.get("upstream") == asset.url or entry.get("sha256") == asset.sha256:
+                found.append(mirror / entry["file"])
+    for root, _, files in os.walk(mirror):
+        if asset.filename in files:
+            found.append(Path(root) / asset.filename)
+    return [p for i, p in enumerate(found) if p.is_file() and p not in found[:i]]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
+
+
+def _download(asset: Asset) -> Path:
+    import pooch
+
+    target = asset.cache_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    downloaded = pooch.retrieve(
+        asset.url,
+        known_hash=f"sha256:{asset.sha256}",
+        fname=asset.filename,
+        path=target.parent,
+        progressbar=True,
+        downloader=pooch.HTTPDownloader(progressbar=True, timeout=60),
+    )
+    return Path(downloaded)
+
+
+def where_to_put(asset: Asset) -> str:
+    return (
+        f"download {asset.url} (sha256 {asset.sha256}) and put it at {asset.cache_path} "
+        f"or in the folder named by BENCH_ASSET_MIRROR"
+    )
+
+
+def locate(name: str) -> str:
+    """Where the asset would come from now: 'cache', 'mirror' or 'missing' (no download, no copy)."""
+    asset = get(name)
+    if asset.cache_path.is_file() and _matches(asset.cache_path, asset):
+        return "cache"
+    mirror = home.asset_mirror()
+    if mirror and mirror.is_dir() and any(_matches(p, asset) for p in _mirror_candidates(mirror, asset)):
+        return "mirror"
+    return "missing"
+
+
+def fetch(name: str) -> Path:
+    """A verified local path for asset ``name`` (see the module docstring for the lookup order)."""
+    asset = get(name)
+    cached = asset.cache_path
+    if cached.is_file() and _matches(cached, asset):
+        return cached
+    mirror = home.asset_mirror()
+    rejected: list[Path] = []
+    if mirror and mirror.is_dir():
+        for candidate in _mirror_candidates(mirror, asset):
+            if _matches(candidate, asset):
+                _copy_atomically(candidate, cached)
+                _matches(cached, asset)
+                return cached
+            rejected.append(candidate)
+    if rejected and home.offline():
+        raise AssetHashMismatch(
+            f"asset {name!r}: mirror file {rejected[0]} does not have sha256 {asset.sha256}; "
+            f"replace it ({where_to_put(asset)})"
+        )
+    if home.offline():
+        raise AssetUnavailable(f"asset {name!r} is not available offline (BENCH_OFFLINE is set): {where_to_put(asset)}")
+    try:
+        path = _download(asset)
+    except Exception as error:  # network, HTTP or hash failure: all mean "not available here"
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
+        mismatch = f"; mirror file {rejected[0]} has the wrong sha256" if rejected else ""
+        raise AssetUnavailable(
+            f"asset {name!r} could not be downloaded ({reason}){mismatch}: {where_to_put(asset)}"
+        ) from error
+    _matches(path, asset)
+    return path
+
+
+def verify() -> dict[str, str]:
+    """Re-hash every cached asset: name -> 'ok', 'missing' or 'corrupt' (a corrupt file is removed)."""
+    report: dict[str, str] = {}
+    for name, asset in catalog().items():
+        path = asset.cache_path
+        if not path.is_file():
+            report[name] = "missing"
+            continue
+        _verified.pop(path, None)
+        if _matches(path, asset):
+            report[name] = "ok"
+        else:
+            path.unlink()
+            report[name] = "corrupt"
+    return report

@@ -1,0 +1,212 @@
+"""The ``bench`` command. Parsing imports nothing heavy; each subcommand imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.contracts import SELF_AUDIO, BenchError
+
+DEMO_METHODS = ("ground-truth", "still-frame")
+
+
+def _parse_config(pairs: list[str]) -> dict:
+    config = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--config {pair!r}: expected KEY=VALUE")
+        try:
+            config[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            config[key] = raw
+    return config
+
+
+def _store(args: argparse.Namespace):
+    from bench import home
+    from bench.store import ResultsStore
+
+    return ResultsStore(Path(args.store).resolve() if args.store else home.results_store_path())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from bench import registry
+
+    specs = registry.ALL[args.what].all().values()
+    rows: list[tuple[str, ...]]
+    if args.what == "methods":
+        rows = [
+            (s.id, "train" if s.capabilities.needs_training else "no training",
+             "ood" if s.capabilities.ood_audio else "self audio only",
+             "/".join(t.value for t in s.capabilities.tracks), s.description)
+            for s in specs
+        ]
+    elif args.what == "metrics":
+        rows = [(s.variant, s.arrow, s.kind.value, ",".join(s.assets) or "-", s.description) for s in specs]
+    elif args.what == "subjects":
+        rows = [(s.id, s.video_asset or s.video_path or "(user supplies video)", s.description) for s in specs]
+    else:
+        rows = [(s.id, s.language or "?", s.description) for s in specs]
+    _print_rows(rows)
+    return 0
+
+
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import pipeline
+    from bench.contracts import RunSpec, Track
+
+    config = _parse_config(args.config)
+    if args.renders:
+        config["renders"] = args.renders
+    spec = RunSpec(
+        method=args.method,
+        subject=args.subject,
+        audio=args.audio,
+        track=Track(args.track),
+        config=config,
+        seed=args.seed,
+        metrics=tuple(args.metrics.split(",")) if args.metrics else None,
+    )
+    result = pipeline.run(spec, store=_store(args), progress=not args.no_progress)
+    _report_run(result)
+    return 0
+
+
+def _report_run(result) -> None:
+    from bench.reports.results import format_value
+
+    spec = result.spec
+    print(
+        f"run {result.run_id[:8]}: {spec.method} on {spec.subject}, audio {spec.audio}, {spec.track.value} track, "
+        f"{result.n_frames} frames scored"
+    )
+    rows = []
+    for outcome in result.outcomes:
+        metric = outcome.spec
+        if outcome.value is not None:
+            state = "cached" if outcome.cached else "new"
+            rows.append((metric.variant, metric.arrow, format_value(outcome.value.aggregate), state))
+        else:
+            rows.append((metric.variant, metric.arrow, "unavailable", outcome.unavailable or ""))
+    _print_rows(rows)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bench.reports.results import FORMATS
+
+    rows = _store(args).query(subject=args.subject, method=args.method, audio=args.audio, track=args.track)
+    print(FORMATS[args.format](rows))
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from bench import assets
+
+    if args.action == "list":
+        rows = [
+            (a.name, a.kind, f"{a.size / 1e6:.1f} MB", assets.locate(a.name), a.license)
+            for a in assets.catalog().values()
+        ]
+        _print_rows(rows)
+    elif args.action == "fetch":
+        if not args.names:
+            raise BenchError("bench assets fetch NAME [NAME ...] (or 'all')")
+        names = list(assets.catalog()) if args.names == ["all"] else args.names
+        failed = 0
+        for name in names:
+            try:
+                print(f"{name}: {assets.fetch(name)}")
+            except assets.AssetUnavailable as error:
+                print(f"{name}: {error}", file=sys.stderr)
+                failed += 1
+        return 1 if failed else 0
+    else:
+        report = assets.verify()
+        _print_rows([(name, state) for name, state in report.items()])
+        return 1 if "corrupt" in report.values() else 0
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bench import pipeline
+    from bench.contracts import RunSpec
+    from bench.reports.results import as_table
+
+    store = _store(args)
+    run_ids = []
+    for method in DEMO_METHODS:
+        result = pipeline.run(RunSpec(method=method, subject=args.subject), store=store, progress=not args.no_progress)
+        _report_run(result)
+        run_ids.append(result.run_id)
+    rows = [r for r in store.query(subject=args.subject) if r["run_id"] in run_ids]
+    print(f"\nbench demo: reference methods on {args.subject} (test split), results in {store.path}\n")
+    print(as_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="Benchmark and evaluation suite for speech-driven talking-head synthesis."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--store", help="results store (SQLite); default $BENCH_RESULTS or $BENCH_HOME/results.sqlite")
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    listing = commands.add_parser("list", help="list registered methods, metrics, subjects or audio")
+    listing.add_argument("what", choices=("methods", "metrics", "subjects", "audio"))
+    listing.set_defaults(func=cmd_list)
+
+    run = commands.add_parser("run", parents=[store, progress], help="run a method on a subject and score it")
+    run.add_argument("--method", required=True)
+    run.add_argument("--subject", required=True)
+    run.add_argument("--audio", default=SELF_AUDIO, help="OOD audio id (bench list audio); default: the subject's own test audio")
+    run.add_argument("--track", choices=("head", "portrait"), default="head")
+    run.add_argument("--metrics", help="comma-separated metric ids or variants; default: all")
+    run.add_argument("--renders", help="for --method video: rendered video, frame folder or image")
+    run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    run.add_argument("--seed", type=int, default=0)
+    run.set_defaults(func=cmd_run)
+
+    results = commands.add_parser("results", parents=[store], help="show recorded results")
+    results.add_argument("--subject")
+    results.add_argument("--method")
+    results.add_argument("--audio")
+    results.add_argument("--track", choices=("head", "portrait"))
+    results.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    results.set_defaults(func=cmd_results)
+
+    asset = commands.add_parser("assets", help="list, fetch or verify external files (videos, audio, weights)")
+    asset.add_argument("action", choices=("list", "fetch", "verify"))
+    asset.add_argument("names", nargs="*", help="asset names for fetch, or 'all'")
+    asset.set_defaults(func=cmd_assets)
+
+    demo = commands.add_parser("demo", parents=[store, progress], help="run the reference methods on a subject and print a table")
+    demo.add_argument("--subject", default="cnn")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as error:
+        print(f"bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished stages are kept, run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Subjects and driving audio: the catalog of registered clips and their preparation."""

@@ -1,0 +1,1 @@
+"""Reference methods every benchmark needs as bounds and sanity checks."""

@@ -1,0 +1,114 @@
+"""Shared fixtures: an isolated BENCH_HOME per test, the asset mirror, a synthetic subject and the test plug-in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import registry
+
+TESTS = Path(__file__).resolve().parent
+PLUGIN_PATH = TESTS / "plugin"
+REPO = TESTS.parent
+
+
+@pytest.fixture(autouse=True)
+def bench_home(tmp_path, monkeypatch):
+    """Each test gets its own BENCH_HOME; downloads are off (tests never touch the network)."""
+    home = tmp_path / "bench_home"
+    monkeypatch.setenv("BENCH_HOME", str(home))
+    monkeypatch.setenv("BENCH_OFFLINE", "1")
+    monkeypatch.delenv("BENCH_RESULTS", raising=False)
+    for reg in registry.ALL.values():
+        reg.reset()
+    yield home
+    for reg in registry.ALL.values():
+        reg.reset()
+
+
+@pytest.fixture
+def mirror(monkeypatch) -> Path:
+    """The shared asset mirror ($BENCH_ASSET_MIRROR). Missing: a failure in CI, a skip elsewhere."""
+    value = os.environ.get("BENCH_ASSET_MIRROR")
+    path = Path(value).resolve() if value else None
+    if path is None or not (path / "MANIFEST.json").is_file():
+        message = f"asset mirror not found (BENCH_ASSET_MIRROR={value!r}); CI runs with ../shared/assets"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setenv("BENCH_ASSET_MIRROR", str(path))
+    return path
+
+
+def make_video(path: Path, n_frames: int = 55, size: int = 192, fps: int = 25, audio_rate: int = 16000, channels: int = 1) -> Path:
+    """A synthetic talking-head stand-in: a moving bright square on a gradient, with a 220 Hz tone."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": "12"}
+        audio = container.add_stream("aac", rate=audio_rate)
+        audio.layout = "mono" if channels == 1 else "stereo"
+        y, x = np.mgrid[0:size, 0:size]
+        for i in range(n_frames):
+            frame = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+            top = 20 + (i * 3) % (size - 60)
+            frame[top : top + 40, 60:100] = 250
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        samples_total = int(n_frames / fps * audio_rate)
+        t = np.arange(samples_total) / audio_rate
+        tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        chunk = 1024
+        for start in range(0, samples_total, chunk):
+            block = np.tile(tone[start : start + chunk], (channels, 1))
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=audio.layout.name)
+            frame.sample_rate = audio_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, audio_rate)
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_video(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("video") / "tiny.mp4")
+
+
+@pytest.fixture
+def plugin(monkeypatch, tiny_video) -> Path:
+    """Install the test plug-in (methods 'echo', metric 'mean_abs@test', subject 'tiny') for this process
+    and for subprocesses started with ``run_bench``."""
+    monkeypatch.setenv("BENCH_TEST_VIDEO", str(tiny_video))
+    monkeypatch.syspath_prepend(str(PLUGIN_PATH))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PLUGIN_PATH), os.environ.get("PYTHONPATH")])))
+    sys.modules.pop("bench_testplugin.spec", None)
+    for reg in registry.ALL.values():
+        reg.reset()
+    return PLUGIN_PATH
+
+
+def bench_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench", *args]
+
+
+def run_bench(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        bench_command(*args), capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"bench {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result
