@@ -2,6 +2,7 @@
 
 ``fetch(name)`` returns a verified local path, looking in order at
 1. the cache ``$BENCH_HOME/assets/<name>/<file>``,
+   then, for files that a PyPI package ships (``package_file = "dist:path/in/dist"``), that installed package,
 2. the mirror folder ``$BENCH_ASSET_MIRROR`` (matched by its ``MANIFEST.json`` upstream URL or sha256, else by
    file name; always sha256-checked, then copied into the cache),
 3. a download from the upstream URL with pooch (progress bar, sha256 check), unless ``BENCH_OFFLINE=1``.
@@ -16,7 +17,7 @@ import shutil
 import tomllib
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,6 +43,7 @@ class Asset:
     license: str
     kind: str
     description: str = ""
+    package_file: str | None = None  # "distribution:relative/path" of an installed package shipping the file
 
     @property
     def filename(self) -> str:
@@ -54,8 +56,16 @@ class Asset:
 
 @cache
 def catalog() -> dict[str, Asset]:
-    text = resources.files("bench").joinpath("asset_catalog.toml").read_text(encoding="utf-8")
-    return {name: Asset(name=name, **fields) for name, fields in tomllib.loads(text).items()}
+    """Every ``bench/asset_catalog/*.toml`` file (grouped by what the assets serve); names are unique."""
+    entries: dict[str, Asset] = {}
+    for file in sorted(resources.files("bench").joinpath("asset_catalog").iterdir(), key=lambda f: f.name):
+        if not file.name.endswith(".toml"):
+            continue
+        for name, fields in tomllib.loads(file.read_text(encoding="utf-8")).items():
+            if name in entries:
+                raise BenchError(f"asset {name!r} is catalogued twice (bench/asset_catalog/{file.name})")
+            entries[name] = Asset(name=name, **fields)
+    return entries
 
 
 def get(name: str) -> Asset:
@@ -77,6 +87,17 @@ def _matches(path: Path, asset: Asset) -> bool:
             return False
         _verified[path] = stamp
     return True
+
+
+def _package_candidate(asset: Asset) -> Path | None:
+    if not asset.package_file:
+        return None
+    dist_name, _, relative = asset.package_file.partition(":")
+    try:
+        path = Path(str(metadata.distribution(dist_name).locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
 
 
 def _mirror_candidates(mirror: Path, asset: Asset) -> list[Path]:
@@ -132,6 +153,9 @@ def locate(name: str) -> str:
     asset = get(name)
     if asset.cache_path.is_file() and _matches(asset.cache_path, asset):
         return "cache"
+    packaged = _package_candidate(asset)
+    if packaged and _matches(packaged, asset):
+        return "package"
     mirror = home.asset_mirror()
     if mirror and mirror.is_dir() and any(_matches(p, asset) for p in _mirror_candidates(mirror, asset)):
         return "mirror"
@@ -145,17 +169,19 @@ def fetch(name: str) -> Path:
     if cached.is_file() and _matches(cached, asset):
         return cached
     mirror = home.asset_mirror()
-    rejected: list[Path] = []
+    candidates = [p for p in [_package_candidate(asset)] if p]
     if mirror and mirror.is_dir():
-        for candidate in _mirror_candidates(mirror, asset):
-            if _matches(candidate, asset):
-                _copy_atomically(candidate, cached)
-                _matches(cached, asset)
-                return cached
-            rejected.append(candidate)
+        candidates += _mirror_candidates(mirror, asset)
+    rejected: list[Path] = []
+    for candidate in candidates:
+        if _matches(candidate, asset):
+            _copy_atomically(candidate, cached)
+            _matches(cached, asset)
+            return cached
+        rejected.append(candidate)
     if rejected and home.offline():
         raise AssetHashMismatch(
-            f"asset {name!r}: mirror file {rejected[0]} does not have sha256 {asset.sha256}; "
+            f"asset {name!r}: {rejected[0]} does not have sha256 {asset.sha256}; "
             f"replace it ({where_to_put(asset)})"
         )
     if home.offline():
@@ -164,7 +190,7 @@ def fetch(name: str) -> Path:
         path = _download(asset)
     except Exception as error:  # network, HTTP or hash failure: all mean "not available here"
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
-        mismatch = f"; mirror file {rejected[0]} has the wrong sha256" if rejected else ""
+        mismatch = f"; {rejected[0]} has the wrong sha256" if rejected else ""
         raise AssetUnavailable(
             f"asset {name!r} could not be downloaded ({reason}){mismatch}: {where_to_put(asset)}"
         ) from error

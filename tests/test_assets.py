@@ -147,3 +147,15 @@ def test_assets_cli(mirror):
     assert states["zozo"] == "ok" and states["eng"] == "missing"
     failed = run_bench("assets", "fetch", "no_such_asset", check=False)
     assert failed.returncode == 2 and "unknown asset 'no_such_asset'" in failed.stderr
+
+
+def test_file_shipped_by_an_installed_package_is_used(fake_catalog, plugin, monkeypatch):
+    shipped = plugin / "bench_testplugin" / "spec.py"
+    payload = shipped.read_bytes()
+    asset = fake_catalog(
+        Asset(name="test_weights", url="https://example.org/spec.py", sha256=hashlib.sha256(payload).hexdigest(),
+              size=len(payload), license="test", kind="weights", package_file="bench-testplugin:bench_testplugin/spec.py")
+    )
+    monkeypatch.delenv("BENCH_ASSET_MIRROR", raising=False)
+    assert assets.locate(asset.name) == "package"
+    assert assets.fetch(asset.name).read_bytes() == payload

@@ -30,5 +30,5 @@ def test_wheel_maps_top_level_folders_into_bench(tmp_path):
     top_level = {name.split("/")[0] for name in names if not name.startswith("bench-")}
     assert top_level == {"bench"}
     for expected in ("bench/methods/reference/spec.py", "bench/metrics/psnr.py", "bench/datasets/catalog.py",
-                     "bench/reports/results.py", "bench/asset_catalog.toml"):
+                     "bench/reports/results.py", "bench/asset_catalog/media.toml"):
         assert expected in names
