@@ -214,12 +214,14 @@ class Method(abc.ABC):
 
 @dataclass
 class MetricInput:
-    """What a metric sees: aligned predicted and GT frames (GT is None for OOD audio) and the driving audio."""
+    """What a metric sees: aligned predicted and GT frames (GT is None for OOD audio), the driving audio, and
+    run options a metric may use (for example ``openface_csv_pred``/``openface_csv_gt``: precomputed files)."""
 
     pred: np.ndarray
     gt: np.ndarray | None
     audio: DrivingAudio | None
     fps: int = FPS
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
