@@ -92,15 +92,66 @@ def _report_run(result) -> None:
         f"run {result.run_id[:8]}: {spec.method} on {spec.subject}, audio {spec.audio}, {spec.track.value} track, "
         f"{result.n_frames} frames scored"
     )
-    rows = []
+    reference = {}
+    if result.reference:
+        reference = {o.spec.variant: o.value for o in result.reference.outcomes if o.value is not None}
+    rows = [("metric", "", spec.method, "ground truth" if reference else "", "")]
     for outcome in result.outcomes:
         metric = outcome.spec
+        gt = format_value(reference[metric.variant].aggregate) if metric.variant in reference else ""
         if outcome.value is not None:
             state = "cached" if outcome.cached else "new"
-            rows.append((metric.variant, metric.arrow, format_value(outcome.value.aggregate), state))
+            rows.append((metric.variant, metric.arrow, format_value(outcome.value.aggregate), gt, state))
         else:
-            rows.append((metric.variant, metric.arrow, "unavailable", outcome.unavailable or ""))
+            rows.append((metric.variant, metric.arrow, "unavailable", gt, outcome.unavailable or ""))
     _print_rows(rows)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from bench.reports.results import format_value, json_number
+    from bench.score import score
+
+    report = score(
+        Path(args.pred), gt=Path(args.gt) if args.gt else None, audio=Path(args.audio) if args.audio else None,
+        metrics=args.metrics.split(",") if args.metrics else None, options=_parse_config(args.option),
+    )
+    if args.format == "json":
+        out = {
+            "inputs": report.inputs,
+            "alignment": report.alignment,
+            "provenance": report.provenance,
+            "metrics": [
+                {
+                    "variant": o.spec.variant, "metric": o.spec.id, "higher_is_better": o.spec.higher_is_better,
+                    "kind": o.spec.kind.value, "unavailable": o.unavailable,
+                    "value": json_number(o.value.aggregate) if o.value else None,
+                    "extras": o.value.extras if o.value else None,
+                    "per_frame": [json_number(v) for v in o.value.per_frame] if o.value and o.value.per_frame is not None else None,
+                }
+                for o in report.outcomes
+            ],
+        }
+        print(json.dumps(out, indent=1, default=str, allow_nan=False))
+        return 0
+    print(f"scored {report.alignment['scored_frames']} frames ({report.alignment})")
+    _print_rows(
+        [(o.spec.variant, o.spec.arrow, format_value(o.value.aggregate) if o.value else "unavailable", o.unavailable or "")
+         for o in report.outcomes]
+    )
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from bench import registry
+    from bench.pipeline import missing_requirement
+
+    rows = [("variant", "", "kind", "assets", "status")]
+    for spec in registry.metrics.all().values():
+        reason = missing_requirement(spec)
+        rows.append((spec.variant, spec.arrow, spec.kind.value, ",".join(spec.assets) or "-",
+                     f"unavailable: {reason}" if reason else "available"))
+    _print_rows(rows)
+    return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -193,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
     asset.add_argument("action", choices=("list", "fetch", "verify"))
     asset.add_argument("names", nargs="*", help="asset names for fetch, or 'all'")
     asset.set_defaults(func=cmd_assets)
+
+    scoring = commands.add_parser("score", help="score any prediction against a ground truth (videos, frame folders, images)")
+    scoring.add_argument("pred", help="predicted video, frame folder or image")
+    scoring.add_argument("--gt", help="ground-truth video, frame folder or image (full-reference metrics)")
+    scoring.add_argument("--audio", help="driving speech (audio-visual metrics); default: the prediction's soundtrack")
+    scoring.add_argument("--metrics", help="comma-separated metric ids or variants; default: all")
+    scoring.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="metric option (repeatable)")
+    scoring.add_argument("--format", choices=("table", "json"), default="table")
+    scoring.set_defaults(func=cmd_score)
+
+    metric_list = commands.add_parser("metrics", help="every metric variant: direction, kind, assets, availability")
+    metric_list.set_defaults(func=cmd_metrics)
 
     demo = commands.add_parser("demo", parents=[store, progress], help="run the reference methods on a subject and print a table")
     demo.add_argument("--subject", default="cnn")

@@ -94,6 +94,7 @@ class MetricSpec:
     kind: MetricKind
     description: str
     assets: tuple[str, ...] = ()  # asset-catalog names the metric needs; missing -> reported unavailable
+    requires: tuple[str, ...] = ()  # importable modules it needs (checked without importing them)
     unit: str = ""
 
     @property
@@ -259,6 +260,8 @@ class RunSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     metrics: tuple[str, ...] | None = None  # None: every registered metric that applies and is available
+    metric_options: Mapping[str, Any] = field(default_factory=dict)  # passed to metrics as MetricInput.options
+    reference: bool = True  # also score ground truth on the no-reference and audio-visual metrics
 
 
 @dataclass
@@ -278,3 +281,4 @@ class RunResult:
     outcomes: list[MetricOutcome]
     provenance: dict[str, Any]
     n_frames: int
+    reference: RunResult | None = None  # ground truth's own no-reference / audio-visual scores, stored beside

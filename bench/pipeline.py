@@ -7,8 +7,8 @@ it covers the method (and its version), config, seed, subject frames, driving au
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from bench.contracts import (
 from bench.datasets.prepare import driving_audio, prepare_subject
 from bench.hashing import sha256_file, sha256_json
 from bench.store import ResultsStore
+
+GROUND_TRUTH = "ground-truth"
 
 
 def _renders_fingerprint(path: Path) -> str:
@@ -71,14 +73,36 @@ def not_applicable(spec: MetricSpec, data: MetricInput) -> str | None:
     return None
 
 
+def missing_requirement(spec: MetricSpec) -> str | None:
+    """Why the metric cannot run in this environment (a package or an asset absent), importing nothing."""
+    packages = [name for name in spec.requires if importlib.util.find_spec(name) is None]
+    if packages:
+        return f"needs the Python package(s) {', '.join(packages)}; install bench's dependencies"
+    for name in spec.assets:
+        if assets.locate(name) == "missing":
+            if home.offline():
+                return f"asset {name!r} is missing: {assets.where_to_put(assets.get(name))}"
+            return f"asset {name!r} is not here yet (`bench assets fetch {name}` downloads it)"
+    return None
+
+
 def resolve_assets(spec: MetricSpec) -> dict[str, Path]:
     """Verified paths of the metric's assets; raises AssetUnavailable naming the first missing one."""
+    missing = [name for name in spec.requires if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BenchError(f"metric {spec.variant} needs the Python package(s) {', '.join(missing)}")
     return {name: assets.fetch(name) for name in spec.assets}
 
 
-def _evaluate(spec: MetricSpec, asset_paths: Mapping[str, Path], data: MetricInput, out: Path) -> dict:
-    metric = registry.load_object(spec.impl)(spec, asset_paths)
-    value = metric.compute(data)
+def compute_metric(spec: MetricSpec, data: MetricInput) -> MetricValue:
+    """Resolve the metric's assets and compute it; BenchError (incl. AssetUnavailable) if it cannot run."""
+    if reason := not_applicable(spec, data):
+        raise BenchError(reason)
+    return registry.load_object(spec.impl)(spec, resolve_assets(spec)).compute(data)
+
+
+def _evaluate(spec: MetricSpec, data: MetricInput, out: Path) -> dict:
+    value = compute_metric(spec, data)
     if value.per_frame is not None:
         np.save(out / "per_frame.npy", np.asarray(value.per_frame, dtype=np.float64))
     (out / "value.json").write_text(json.dumps({"aggregate": value.aggregate, "extras": value.extras}, default=str))
@@ -135,7 +159,9 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
     alignment = {"rendered_frames": len(pred), "gt_frames": None if gt is None else len(gt), "scored_frames": n_frames}
     if gt is not None and len(pred) != len(gt):
         alignment["rule"] = "truncated to the shorter sequence"
-    data = MetricInput(pred=pred[:n_frames], gt=None if gt is None else gt[:n_frames], audio=audio)
+    data = MetricInput(
+        pred=pred[:n_frames], gt=None if gt is None else gt[:n_frames], audio=audio, options=spec.metric_options
+    )
 
     recorded = store.recorded_variants(run_id)
     outcomes: list[MetricOutcome] = []
@@ -149,18 +175,16 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         outcome.unavailable = not_applicable(metric_spec, data)
         if outcome.unavailable:
             continue
+        eval_inputs = {
+            "run": run_id,
+            "variant": metric_spec.variant,
+            "gt": subject.key if gt is not None else None,
+            "scored_frames": n_frames,
+            "options": dict(spec.metric_options),
+            "assets": {name: assets.get(name).sha256 for name in metric_spec.assets},
+        }
         try:
-            asset_paths = resolve_assets(metric_spec)
-            eval_inputs = {
-                "run": run_id,
-                "variant": metric_spec.variant,
-                "gt": subject.key if gt is not None else None,
-                "scored_frames": n_frames,
-                "assets": {name: assets.get(name).sha256 for name in metric_spec.assets},
-            }
-            folder, _ = stages.ensure(
-                "evaluate", eval_inputs, lambda out: _evaluate(metric_spec, asset_paths, data, out)
-            )
+            folder, _ = stages.ensure("evaluate", eval_inputs, lambda out: _evaluate(metric_spec, data, out))
         except BenchError as error:  # missing weights, unusable input: this metric only
             outcome.unavailable = str(error)
             continue
@@ -219,4 +243,12 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         if outcome.cached:
             stored = store.result(run_id, outcome.spec.variant)
             outcome.value = MetricValue(aggregate=stored["value"], per_frame=stored["per_frame"], extras=stored["extras"])
-    return RunResult(run_id=run_id, spec=spec, outcomes=outcomes, provenance=run_provenance, n_frames=n_frames)
+    result = RunResult(run_id=run_id, spec=spec, outcomes=outcomes, provenance=run_provenance, n_frames=n_frames)
+    reference_metrics = tuple(o.spec.variant for o in outcomes if o.spec.kind is not MetricKind.FULL_REFERENCE)
+    if spec.reference and reference_metrics and method_spec.id != GROUND_TRUTH:
+        reference_spec = RunSpec(
+            method=GROUND_TRUTH, subject=spec.subject, track=track, metrics=reference_metrics,
+            metric_options=spec.metric_options, reference=False,
+        )
+        result.reference = run(reference_spec, store, progress)
+    return result

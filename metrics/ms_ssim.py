@@ -17,6 +17,7 @@ SPECS = (
         higher_is_better=True,
         kind=MetricKind.FULL_REFERENCE,
         description="MS-SSIM on RGB in [0,1] (piq.multi_scale_ssim, 5 scales, Gaussian 11/1.5), mean over frames",
+        requires=("torch", "piq"),
     ),
 )
 

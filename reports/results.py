@@ -20,7 +20,7 @@ def format_value(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def _json_value(value: float | None) -> float | str | None:
+def json_number(value: float | None) -> float | str | None:
     """Strict JSON has no infinities: they become the strings "inf"/"-inf"; NaN/None become null."""
     if value is None or math.isnan(value):
         return None
@@ -67,7 +67,7 @@ def as_json(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         item = {key: row[key] for key in (*RUN_COLUMNS, "metric", "variant", "kind")}
         item.update(
-            value=_json_value(row["value"]),
+            value=json_number(row["value"]),
             higher_is_better=bool(row["higher_is_better"]),
             config=row["config"],
             extras=row["extras"],

@@ -45,8 +45,8 @@ def test_run_records_results_and_reuses_every_stage(plugin, tmp_path, monkeypatc
     )
 
     store = ResultsStore(home.results_store_path())
-    assert len(store.query()) == 2
-    run = store.query()[0]
+    assert len(store.query(method="echo")) == 2
+    run = store.query(method="echo")[0]
     provenance = run["provenance"]
     assert provenance["bench_version"] and "numpy" in provenance["packages"] and provenance["machine"]["cpus"]
     assert set(provenance["stages"]) == {"prepare", "train", "render"}
@@ -232,3 +232,14 @@ def test_results_cli_formats(plugin):
     rows = json.loads(run_bench("results", "--format", "json").stdout)
     assert {r["variant"] for r in rows} == {"psnr@frame-mean", "ms_ssim@rgb"}
     assert all(r["run_provenance"]["packages"]["numpy"] for r in rows)
+
+
+def test_ground_truth_reference_row_for_no_reference_metrics(plugin, mirror):
+    result = pipeline.run(RunSpec(method="echo", subject="tiny", audio="zozo", metrics=("mean_abs",)), progress=False)
+    assert result.reference is not None and result.reference.spec.method == "ground-truth"
+    reference = result.reference.outcomes[0]
+    assert reference.spec.variant == "mean_abs@test" and reference.value.per_frame.shape == (5,)
+    rows = {(r["method"], r["audio"]) for r in ResultsStore(home.results_store_path()).query(subject="tiny")}
+    assert rows == {("echo", "zozo"), ("ground-truth", "self")}
+    full_reference_only = pipeline.run(RunSpec(method="echo", subject="tiny", metrics=("psnr",)), progress=False)
+    assert full_reference_only.reference is None
