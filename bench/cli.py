@@ -17,7 +17,7 @@ def _parse_config(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise BenchError(f"--config {pair!r}: expected KEY=VALUE")
+            raise BenchError(f"{pair!r}: expected KEY=VALUE")
         try:
             config[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -78,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=config,
         seed=args.seed,
         metrics=tuple(args.metrics.split(",")) if args.metrics else None,
+        metric_options=_parse_config(args.metric_option),
     )
     result = pipeline.run(spec, store=_store(args), progress=not args.no_progress)
     _report_run(result)
@@ -113,7 +114,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     report = score(
         Path(args.pred), gt=Path(args.gt) if args.gt else None, audio=Path(args.audio) if args.audio else None,
-        metrics=args.metrics.split(",") if args.metrics else None, options=_parse_config(args.option),
+        metrics=args.metrics.split(",") if args.metrics else None, options=_parse_config(args.metric_option),
     )
     if args.format == "json":
         out = {
@@ -229,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", help="comma-separated metric ids or variants; default: all")
     run.add_argument("--renders", help="for --method video: rendered video, frame folder or image")
     run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    run.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="metric option, e.g. openface_csv_pred=path (repeatable)")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)
 
@@ -250,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--gt", help="ground-truth video, frame folder or image (full-reference metrics)")
     scoring.add_argument("--audio", help="driving speech (audio-visual metrics); default: the prediction's soundtrack")
     scoring.add_argument("--metrics", help="comma-separated metric ids or variants; default: all")
-    scoring.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="metric option (repeatable)")
+    scoring.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE", help="metric option (repeatable)")
     scoring.add_argument("--format", choices=("table", "json"), default="table")
     scoring.set_defaults(func=cmd_score)
 

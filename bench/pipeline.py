@@ -151,7 +151,8 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
     render_dir, _ = stages.ensure(
         "render", render_inputs, lambda out: _render(method, subject, checkpoint, audio, track, out, progress)
     )
-    run_id = render_dir.name
+    # a run is its renders plus any metric options (e.g. user-supplied OpenFace CSVs) that change its scores
+    run_id = render_dir.name if not spec.metric_options else sha256_json([render_dir.name, spec.metric_options])[:24]
 
     pred = media.open_frames(render_dir / "frames")
     gt = subject.test_frames() if audio.has_ground_truth else None
@@ -214,12 +215,13 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         "subject_sources": dict(subject.sources),
         "audio_sha256": audio.sha256,
         "method_version": method_spec.version,
+        "metric_options": dict(spec.metric_options),
         "stages": {
             name: {"key": key, "seconds": stages.record(name, key)["seconds"]}
             for name, key in (
                 ("prepare", subject.key),
                 ("train", checkpoint.name if checkpoint else None),
-                ("render", run_id),
+                ("render", render_dir.name),
             )
             if key
         },

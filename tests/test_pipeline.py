@@ -67,6 +67,11 @@ def test_changed_config_seed_or_metric_variant_make_new_results(plugin, tmp_path
     assert more.run_id == base.run_id
     assert {o.spec.variant: o.cached for o in more.outcomes} == {"psnr@frame-mean": True, "ms_ssim@rgb": False}
     assert len(ResultsStore(home.results_store_path()).query()) == 4
+    with_options = pipeline.run(
+        RunSpec(method="echo", subject="tiny", metrics=("psnr",), metric_options={"x": 1}), progress=False
+    )
+    assert with_options.run_id != base.run_id and not with_options.outcomes[0].cached
+    assert log.read_text().count("train") == 3  # same renders, new scores
 
 
 def test_results_are_never_overwritten(plugin, tmp_path):
