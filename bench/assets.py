@@ -39,9 +39,9 @@ class Asset:
     name: str
     url: str
     sha256: str
-    size: int
     license: str
     kind: str
+    size: int | None = None  # bytes; None where no public source states it (the sha256 still decides)
     description: str = ""
     package_file: str | None = None  # "distribution:relative/path" of an installed package shipping the file
 
@@ -83,7 +83,7 @@ def _matches(path: Path, asset: Asset) -> bool:
     stat = path.stat()
     stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
     if _verified.get(path) != stamp:
-        if stat.st_size != asset.size or sha256_file(path) != asset.sha256:
+        if (asset.size is not None and stat.st_size != asset.size) or sha256_file(path) != asset.sha256:
             return False
         _verified[path] = stamp
     return True

@@ -168,7 +168,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         rows = [
-            (a.name, a.kind, f"{a.size / 1e6:.1f} MB", assets.locate(a.name), a.license)
+            (a.name, a.kind, f"{a.size / 1e6:.1f} MB" if a.size else "size ?", assets.locate(a.name), a.license)
             for a in assets.catalog().values()
         ]
         _print_rows(rows)
