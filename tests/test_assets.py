@@ -137,8 +137,11 @@ def test_catalog_entries_are_complete():
         assert asset.license, name
 
 
-def test_every_catalogued_asset_is_in_the_mirror(mirror):
-    assert all(assets.locate(name) == "mirror" for name in assets.catalog())
+def test_every_mirror_file_is_catalogued_and_found(mirror):
+    by_url = {asset.url: name for name, asset in assets.catalog().items()}
+    for entry in json.loads((mirror / "MANIFEST.json").read_text()):
+        name = by_url[entry["upstream"]]
+        assert assets.get(name).sha256 == entry["sha256"] and assets.locate(name) == "mirror", name
 
 
 def test_assets_cli(mirror):
