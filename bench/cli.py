@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.cli_reports import add_report_commands
 from bench.contracts import SELF_AUDIO, BenchError
 
 DEMO_METHODS = ("ground-truth", "still-frame")
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[store, progress], help="run the reference methods on a subject and print a table")
     demo.add_argument("--subject", default="cnn")
     demo.set_defaults(func=cmd_demo)
+    add_report_commands(commands)
     return parser
 
 
