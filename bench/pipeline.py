@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,15 @@ def _renders_fingerprint(path: Path) -> str:
     if path.is_dir():
         return sha256_json(sorted((p.name, sha256_file(p)) for p in path.iterdir() if p.is_file()))
     return sha256_file(path)
+
+
+def options_fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Metric options with every value that names a file replaced by (path, sha256): a rewritten file changes it."""
+    fingerprint: dict[str, Any] = {}
+    for key, value in options.items():
+        path = Path(str(value)).expanduser()
+        fingerprint[key] = [str(path.resolve()), sha256_file(path)] if isinstance(value, str) and path.is_file() else value
+    return fingerprint
 
 
 def method_config(spec: RunSpec) -> dict[str, Any]:
@@ -152,7 +162,8 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         "render", render_inputs, lambda out: _render(method, subject, checkpoint, audio, track, out, progress)
     )
     # a run is its renders plus any metric options (e.g. user-supplied OpenFace CSVs) that change its scores
-    run_id = render_dir.name if not spec.metric_options else sha256_json([render_dir.name, spec.metric_options])[:24]
+    options = options_fingerprint(spec.metric_options)
+    run_id = render_dir.name if not options else sha256_json([render_dir.name, options])[:24]
 
     pred = media.open_frames(render_dir / "frames")
     gt = subject.test_frames() if audio.has_ground_truth else None
@@ -181,7 +192,7 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
             "variant": metric_spec.variant,
             "gt": subject.key if gt is not None else None,
             "scored_frames": n_frames,
-            "options": dict(spec.metric_options),
+            "options": options,
             "assets": {name: assets.get(name).sha256 for name in metric_spec.assets},
         }
         try:
@@ -201,6 +212,7 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
                 "per_frame": outcome.value.per_frame,
                 "provenance": {
                     **provenance.snapshot(),
+                    "requires": provenance.module_versions(metric_spec.requires),
                     "evaluate_stage": folder.name,
                     "seconds": stages.record("evaluate", folder.name)["seconds"],
                     "assets": eval_inputs["assets"],
@@ -215,7 +227,7 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         "subject_sources": dict(subject.sources),
         "audio_sha256": audio.sha256,
         "method_version": method_spec.version,
-        "metric_options": dict(spec.metric_options),
+        "metric_options": options,
         "stages": {
             name: {"key": key, "seconds": stages.record(name, key)["seconds"]}
             for name, key in (

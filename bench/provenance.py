@@ -44,6 +44,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def module_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """Distribution versions of the importable modules a metric requires (e.g. 'dlib' -> dlib-bin 20.0.1)."""
+    owners = metadata.packages_distributions()
+    versions = {}
+    for module in modules:
+        for dist in owners.get(module.split(".")[0], []):
+            versions[dist] = metadata.version(dist)
+    return versions
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),

@@ -72,6 +72,12 @@ def test_changed_config_seed_or_metric_variant_make_new_results(plugin, tmp_path
     )
     assert with_options.run_id != base.run_id and not with_options.outcomes[0].cached
     assert log.read_text().count("train") == 3  # same renders, new scores
+    option_file = tmp_path / "pred.csv"
+    option_file.write_text("a")
+    by_file = RunSpec(method="echo", subject="tiny", metrics=("psnr",), metric_options={"csv": str(option_file)})
+    first_id = pipeline.run(by_file, progress=False).run_id
+    option_file.write_text("b")  # same path, new content: new scores
+    assert pipeline.run(by_file, progress=False).run_id != first_id
 
 
 def test_results_are_never_overwritten(plugin, tmp_path):
