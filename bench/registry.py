@@ -125,14 +125,18 @@ ALL = {r.listing: r for r in (methods, metrics, subjects, audio)}
 
 
 def select_metrics(tokens: Iterable[str] | None) -> list[MetricSpec]:
-    """Metric specs for ``--metrics``: a variant id selects itself, a family id all its variants, None/'all' all."""
+    """Metric specs for ``--metrics``: a variant id selects itself, a family id all its variants (``lse`` also
+    selects the families ``lse_c`` and ``lse_d``), None/'all' all."""
     specs = metrics.all()
     tokens = [t.strip() for t in (tokens or []) if t.strip()]
     if not tokens or tokens == ["all"]:
         return list(specs.values())
     chosen: dict[str, MetricSpec] = {}
     for token in tokens:
-        family = [s for s in specs.values() if s.id.lower() == token.lower()]
+        key = token.lower()
+        family = [s for s in specs.values() if s.id.lower() == key] or [
+            s for s in specs.values() if s.id.lower().startswith(f"{key}_")
+        ]
         for spec in family or [metrics.get(token)]:
             chosen[spec.variant] = spec
     return list(chosen.values())

@@ -50,6 +50,7 @@ def test_select_metrics_by_family_variant_and_all():
     assert [s.variant for s in registry.select_metrics(["psnr"])] == ["psnr@frame-mean"]
     assert [s.variant for s in registry.select_metrics(["ms_ssim@rgb"])] == ["ms_ssim@rgb"]
     assert len(registry.select_metrics(None)) == len(registry.metrics.all())
+    assert {s.id for s in registry.select_metrics(["lse"])} == {"lse_c", "lse_d"}
     with pytest.raises(BenchError, match="unknown metric"):
         registry.select_metrics(["nope"])
 
