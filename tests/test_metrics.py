@@ -62,3 +62,22 @@ def test_ms_ssim_refuses_small_frames():
     pred, gt = _frames(size=128)
     with pytest.raises(BenchError, match="at least 161"):
         _metric("ms_ssim@rgb").compute(MetricInput(pred=pred, gt=gt, audio=None))
+
+
+def test_psnr_calibration_on_tid2013(mirror):
+    import csv
+
+    from PIL import Image
+
+    from bench import assets
+
+    with open(assets.fetch("tid2013_official_values"), newline="") as handle:
+        official = {row["Method"]: row for row in csv.DictReader(handle)}["psnr"]
+    for image in ("I03", "I04", "I06"):
+        ref, dist = (
+            np.asarray(Image.open(assets.fetch(f"tid2013_{kind}_{image}")).convert("RGB"))[None]
+            for kind in ("ref", "dist")
+        )
+        value = _metric("psnr@frame-mean").compute(MetricInput(pred=dist, gt=ref, audio=None)).aggregate
+        print(f"psnr {image}: official {official[f'{image}.bmp']}, bench {value:.4f}")
+        assert value == pytest.approx(float(official[f"{image}.bmp"]), abs=1e-2)
