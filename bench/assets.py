@@ -236,7 +236,7 @@ def fetch(name: str) -> Path:
     try:
         path = _download(asset)
     except Exception as error:  # network, HTTP or hash failure: all mean "not available here"
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
+        reason = type(error).__name__  # the library's own text repeats the URL at length
         mismatch = f"; {rejected[0]} has the wrong sha256" if rejected else ""
         raise AssetUnavailable(
             f"asset {name!r} could not be downloaded ({reason}){pypi_error}{mismatch}: {where_to_put(asset)}"

@@ -2,7 +2,9 @@
 
 import json
 
-from conftest import run_bench
+from conftest import REPO, run_bench
+
+BASELINES = REPO / "tests" / "baselines"
 
 
 def test_demo_on_cnn_scores_ground_truth_above_still_frame(mirror):
@@ -21,3 +23,11 @@ def test_demo_on_cnn_scores_ground_truth_above_still_frame(mirror):
 
     again = run_bench("run", "--method", "still-frame", "--subject", "cnn", "--metrics", "psnr,ms_ssim", "--no-progress")
     assert again.stdout.count("cached") == 2
+
+    # the committed baseline of the demo's results: any regression fails CI, with a markdown report
+    regress = run_bench(
+        "regress", "--subject", "cnn", "--baseline", str(BASELINES / "demo_cnn.json"),
+        "--tolerances", str(BASELINES / "tolerances.toml"), "--fail-on-missing", check=False,
+    )
+    print(regress.stdout)
+    assert regress.returncode == 0, regress.stdout + regress.stderr
