@@ -136,13 +136,13 @@ class PytorchFidPool3(Metric):
         """Pool3 features (N, 2048), float64, of uint8 RGB frames (N, H, W, 3)."""
         import torch
 
-        from bench.metrics._frames import batches
+        from bench.metrics._frames import batches, unit_tensor
 
         device = next(model.parameters()).device
         out = np.empty((len(frames), FEATURE_DIM))
         with torch.no_grad():
             for part in batches(len(frames), self.batch_size):
-                batch = torch.from_numpy(np.array(frames[part])).to(device).permute(0, 3, 1, 2).float() / 255.0
+                batch = unit_tensor(frames[part], device)
                 out[part] = model(batch)[0].reshape(-1, FEATURE_DIM).cpu().numpy()
         return out
 

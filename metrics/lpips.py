@@ -91,20 +91,15 @@ class LPIPSMetric(Metric):
     def compute(self, data: MetricInput) -> MetricValue:
         import torch
 
-        from bench.metrics._frames import batches, frame_mean, torch_device
+        from bench.metrics._frames import batches, frame_mean, require_min_side, torch_device, unit_tensor
 
-        height, width = data.pred.shape[1:3]
-        if min(height, width) < MIN_SIDE:
-            raise BenchError(f"LPIPS needs frames of at least {MIN_SIDE}x{MIN_SIDE}; these are {width}x{height}")
+        require_min_side("LPIPS", data.pred, MIN_SIDE)
         net = NETS[self.spec.variant]
         device = torch_device()
         model = build_lpips(net, self.assets[net.backbone_asset], self.assets[net.heads_asset]).to(device)
         values = []
         with torch.no_grad():
             for part in batches(len(data.pred), self.batch_size):
-                pred, gt = (
-                    torch.from_numpy(np.array(a[part])).to(device).permute(0, 3, 1, 2).float() / 255.0
-                    for a in (data.pred, data.gt)
-                )
+                pred, gt = unit_tensor(data.pred[part], device), unit_tensor(data.gt[part], device)
                 values.append(model(pred, gt, normalize=True).reshape(-1).double().cpu().numpy())
         return frame_mean(np.concatenate(values), net=net.net, lpips_version="0.1", input="RGB [0,1], normalize=True")

@@ -31,20 +31,14 @@ class RGBMultiScaleSSIM(Metric):
         import piq
         import torch
 
-        from bench.contracts import BenchError
-        from bench.metrics._frames import batches, frame_mean, torch_device
+        from bench.metrics._frames import batches, frame_mean, require_min_side, torch_device, unit_tensor
 
-        height, width = data.pred.shape[1:3]
-        if min(height, width) < MIN_SIDE:
-            raise BenchError(f"MS-SSIM needs frames of at least {MIN_SIDE}x{MIN_SIDE}; these are {width}x{height}")
+        require_min_side("MS-SSIM", data.pred, MIN_SIDE)
         device = torch_device()
         values = []
         with torch.no_grad():
             for part in batches(len(data.pred), self.batch_size):
-                pred, gt = (
-                    torch.from_numpy(np.array(a[part])).to(device).permute(0, 3, 1, 2).float() / 255.0
-                    for a in (data.pred, data.gt)
-                )
+                pred, gt = unit_tensor(data.pred[part], device), unit_tensor(data.gt[part], device)
                 score = piq.multi_scale_ssim(pred, gt, data_range=1.0, reduction="none")
                 values.append(score.double().cpu().numpy())
         return frame_mean(np.concatenate(values))
