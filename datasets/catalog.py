@@ -3,10 +3,7 @@
 from bench.contracts import AudioSpec, SubjectSpec
 
 _HDTF = "HDTF clip from the SadTalker examples: 8 s, 512x512, 25 fps (200 frames: 181 train, 19 test)"
-_PAPER = (
-    "one of the SyncTalk paper's subjects (Table 1 averages them; Table 4 is May). The footage is not "
-    "redistributable here: "
-)
+_PAPER = "SyncTalk paper subject, footage not redistributable (put it at $BENCH_HOME/videos/<id>.mp4): "
 
 SUBJECTS = (
     SubjectSpec(
