@@ -1,6 +1,7 @@
 """MS-SSIM on RGB frames with data range 1, full frame, per frame then the mean (piq's multi_scale_ssim:
 5 scales, 11x11 Gaussian window with sigma 1.5, the standard scale weights). Inputs must be at least 161 px
-on each side. pyiqa's default computes on the Y channel: that is a different variant.
+on each side. pyiqa's default, and the official TID2013 values, compute on the luma channel with MATLAB's
+conventions: that is the separate variant ``ms_ssim@y-matlab`` (metrics/ms_ssim_y.py).
 """
 
 from __future__ import annotations
