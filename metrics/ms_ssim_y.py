@@ -23,7 +23,7 @@ SPECS = (
         kind=MetricKind.FULL_REFERENCE,
         description="MS-SSIM on MATLAB rgb2gray luma, 0-255, as Wang's msssim.m (valid Gaussian 11/1.5, 2x2 box "
         "downsampling), mean over frames",
-        requires=("torch",),
+        requires=("scipy",),
     ),
 )
 
@@ -37,12 +37,9 @@ MIN_SIDE = WINDOW_SIZE * 2 ** (len(SCALE_WEIGHTS) - 1)
 RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
 
-def matlab_gray(frames):
-    """(N, 3, H, W) float64 RGB in 0..255 -> (N, 1, H, W) luma as MATLAB's rgb2gray gives for uint8 (rounded)."""
-    import torch
-
-    weights = torch.tensor(RGB2GRAY, dtype=frames.dtype, device=frames.device).view(1, 3, 1, 1)
-    return torch.floor((frames * weights).sum(dim=1, keepdim=True) + 0.5)
+def matlab_gray(frames: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) RGB -> (N, H, W) float64 luma as MATLAB's rgb2gray gives for uint8 (rounded)."""
+    return np.floor(frames.astype(np.float64) @ np.array(RGB2GRAY) + 0.5)
 
 
 def gaussian_window(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> np.ndarray:
@@ -54,72 +51,63 @@ def gaussian_window(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> np.
     return window / window.sum()
 
 
-def ssim_and_cs(x, y, window):
+def _filter_valid(images: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """'valid' 2-D filtering of (..., H, W) with the separable window ``outer(taps, taps)``."""
+    from scipy import ndimage
+
+    half = len(taps) // 2
+    rows = ndimage.correlate1d(images, taps, axis=-2, mode="constant")[..., half:-half, :]
+    return ndimage.correlate1d(rows, taps, axis=-1, mode="constant")[..., half:-half]
+
+
+def ssim_and_cs(x: np.ndarray, y: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image mean SSIM and mean contrast-structure term (ssim_index_new.m), 'valid' filtering.
 
-    ``x``, ``y``: (N, 1, H, W) float64 in 0..255; ``window``: (1, 1, k, k) tensor. Returns two (N,) tensors.
+    ``x``, ``y``: (N, H, W) float64 in 0..255; ``window``: the (k, k) Gaussian. The Gaussian is separable (no tap
+    falls under MATLAB's eps cut-off), so rows and columns are filtered in turn. Returns two (N,) arrays.
     """
-    import torch.nn.functional as F
-
+    taps = window.sum(axis=1)
     c1, c2 = (K1 * PEAK) ** 2, (K2 * PEAK) ** 2
-    mu_x, mu_y = F.conv2d(x, window), F.conv2d(y, window)
+    mu_x, mu_y, e_xx, e_yy, e_xy = _filter_valid(np.stack([x, y, x * x, y * y, x * y]), taps)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
-    var_x = F.conv2d(x * x, window) - mu_xx
-    var_y = F.conv2d(y * y, window) - mu_yy
-    cov_xy = F.conv2d(x * y, window) - mu_xy
-    cs_map = (2 * cov_xy + c2) / (var_x + var_y + c2)
+    cs_map = (2 * (e_xy - mu_xy) + c2) / ((e_xx - mu_xx) + (e_yy - mu_yy) + c2)
     ssim_map = (2 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs_map
-    return ssim_map.mean(dim=(1, 2, 3)), cs_map.mean(dim=(1, 2, 3))
+    return ssim_map.mean(axis=(1, 2)), cs_map.mean(axis=(1, 2))
 
 
-def box_downsample(images):
+def box_downsample(images: np.ndarray) -> np.ndarray:
     """imfilter(img, ones(2)/4, 'symmetric', 'same') then img(1:2:end, 1:2:end): 2x2 means, an odd last
     row/column kept as is (its symmetric neighbour is itself)."""
-    import torch.nn.functional as F
-
     height, width = images.shape[-2:]
     if height % 2 or width % 2:
-        images = F.pad(images, (0, width % 2, 0, height % 2), mode="replicate")
-    return F.avg_pool2d(images, kernel_size=2)
+        images = np.pad(images, ((0, 0), (0, height % 2), (0, width % 2)), mode="edge")
+    n, h, w = images.shape
+    return images.reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 
-def ms_ssim_luma(x, y):
-    """MS-SSIM of (N, 1, H, W) float64 luma batches in 0..255 (msssim.m, method 'product'); (N,) tensor."""
-    import torch
-
-    window = torch.from_numpy(gaussian_window()).to(x).view(1, 1, WINDOW_SIZE, WINDOW_SIZE)
-    weights = torch.tensor(SCALE_WEIGHTS, dtype=x.dtype, device=x.device)
+def ms_ssim_luma(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """MS-SSIM of (N, H, W) float64 luma batches in 0..255 (msssim.m, method 'product'); (N,) array."""
+    window = gaussian_window()
+    weights = np.array(SCALE_WEIGHTS)
     contrast_structure = []
     for scale in range(len(SCALE_WEIGHTS)):
         ssim, cs = ssim_and_cs(x, y, window)
         contrast_structure.append(cs)
         if scale < len(SCALE_WEIGHTS) - 1:
             x, y = box_downsample(x), box_downsample(y)
-    cs = torch.stack(contrast_structure[:-1])
-    return torch.prod(cs ** weights[:-1, None], dim=0) * ssim ** weights[-1]
-
-
-def rgb_to_tensor(frames: np.ndarray, device: str):
-    """uint8 (N, H, W, 3) frames as float64 (N, 3, H, W) in 0..255 on ``device`` (copied: memmaps are read-only)."""
-    import torch
-
-    return torch.from_numpy(np.array(frames)).to(device).permute(0, 3, 1, 2).double()
+    cs = np.stack(contrast_structure[:-1])
+    return np.prod(cs ** weights[:-1, None], axis=0) * ssim ** weights[-1]
 
 
 class MatlabLumaMultiScaleSSIM(Metric):
     batch_size = 4
 
     def compute(self, data: MetricInput) -> MetricValue:
-        import torch
-
-        from bench.metrics._frames import batches, frame_mean, require_min_side, torch_device
+        from bench.metrics._frames import batches, frame_mean, require_min_side
 
         require_min_side("MS-SSIM", data.pred, MIN_SIDE)
-        device = torch_device()
-        values = []
-        with torch.no_grad():
-            for part in batches(len(data.pred), self.batch_size):
-                pred = matlab_gray(rgb_to_tensor(data.pred[part], device))
-                gt = matlab_gray(rgb_to_tensor(data.gt[part], device))
-                values.append(ms_ssim_luma(pred, gt).cpu().numpy())
+        values = [
+            ms_ssim_luma(matlab_gray(data.pred[part]), matlab_gray(data.gt[part]))
+            for part in batches(len(data.pred), self.batch_size)
+        ]
         return frame_mean(np.concatenate(values))

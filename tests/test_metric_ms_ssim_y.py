@@ -7,7 +7,6 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from skimage.color import rgb2yiq
 from skimage.metrics import structural_similarity
 
@@ -46,13 +45,12 @@ def _official_values() -> dict[str, dict[str, float]]:
                 for row in csv.DictReader(file)}
 
 
-def _luma(frames: np.ndarray) -> torch.Tensor:
-    return ms_ssim_y.matlab_gray(ms_ssim_y.rgb_to_tensor(frames, "cpu"))
+def _luma(frames: np.ndarray) -> np.ndarray:
+    return ms_ssim_y.matlab_gray(frames)
 
 
-def _window() -> torch.Tensor:
-    size = ms_ssim_y.WINDOW_SIZE
-    return torch.from_numpy(ms_ssim_y.gaussian_window()).view(1, 1, size, size)
+def _window() -> np.ndarray:
+    return ms_ssim_y.gaussian_window()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -70,12 +68,12 @@ def test_calibration_against_official_tid2013_values(mirror):
     ssim, _ = ms_ssim_y.ssim_and_cs(_luma(dist), _luma(ref), _window())
     print(f"\n{VARIANT} vs official TID2013 values (distorted against reference)")
     print(f"{'image':<6} {'row':<8} {'official':>10} {'bench':>10} {'diff':>9}")
-    for row, ours in (("ms_ssim", ms_ssim), ("ssim", ssim.numpy())):
+    for row, ours in (("ms_ssim", ms_ssim), ("ssim", ssim)):
         for name, value in zip(TID_IMAGES, ours):
             print(f"{name:<6} {row:<8} {official[row][name]:10.4f} {value:10.5f} {value - official[row][name]:9.5f}")
     np.testing.assert_allclose(ms_ssim, [official["ms_ssim"][name] for name in TID_IMAGES], rtol=0, atol=5e-3)
     np.testing.assert_allclose(ms_ssim[1:], [official["ms_ssim"][name] for name in TID_IMAGES[1:]], rtol=0, atol=1e-4)
-    np.testing.assert_allclose(ssim.numpy(), [official["ssim"][name] for name in TID_IMAGES], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ssim, [official["ssim"][name] for name in TID_IMAGES], rtol=0, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -91,16 +89,16 @@ def test_single_scale_ssim_matches_skimage():
         structural_similarity(
             p, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, K1=0.01, K2=0.03
         )
-        for p, g in zip(_luma(pred)[:, 0].numpy(), _luma(gt)[:, 0].numpy())
+        for p, g in zip(_luma(pred), _luma(gt))
     ]
-    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-9)
+    np.testing.assert_allclose(ours, expected, rtol=1e-9)
 
 
 def test_luma_matches_skimage_yiq():
     """MATLAB rgb2gray's weights differ from YIQ's 0.299/0.587/0.114 by under 1e-4: the rounded luma agrees with
     scikit-image's rounded Y almost everywhere, never by more than 1."""
     _, frames = _frames(n=2, size=64)
-    ours = _luma(frames)[:, 0].numpy()
+    ours = _luma(frames)
     expected = np.floor(rgb2yiq(frames)[..., 0] * 255 + 0.5)
     difference = np.abs(ours - expected)
     assert difference.max() <= 1
@@ -109,11 +107,11 @@ def test_luma_matches_skimage_yiq():
 
 def test_box_downsample_follows_matlab_on_odd_sizes():
     """imfilter(x, ones(2)/4, 'symmetric', 'same') then x(1:2:end, 1:2:end), written out for a 3x5 image."""
-    image = torch.arange(15, dtype=torch.float64).view(1, 1, 3, 5) ** 1.5
-    x = image[0, 0].numpy()
+    image = np.arange(15, dtype=np.float64).reshape(1, 3, 5) ** 1.5
+    x = image[0]
     padded = np.pad(x, ((0, 1), (0, 1)), mode="symmetric")
     filtered = (padded[:-1, :-1] + padded[1:, :-1] + padded[:-1, 1:] + padded[1:, 1:]) / 4
-    np.testing.assert_allclose(ms_ssim_y.box_downsample(image)[0, 0].numpy(), filtered[::2, ::2], rtol=1e-12)
+    np.testing.assert_allclose(ms_ssim_y.box_downsample(image)[0], filtered[::2, ::2], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------
