@@ -70,13 +70,26 @@ class ResultsStore:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection:
-            connection.executescript(SCHEMA)
+        self._create()
+
+    def _create(self, patience: float = 120.0) -> None:
+        """Switch the file to WAL (persistent) and create the tables. Changing the journal mode ignores SQLite's
+        busy timeout, so a process racing another one that creates the same store retries here."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with closing(self._connect()) as connection:
+                    if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        connection.execute("PRAGMA journal_mode=WAL")
+                    connection.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=120, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA busy_timeout=120000")
         connection.row_factory = sqlite3.Row
         return connection
 

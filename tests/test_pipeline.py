@@ -63,7 +63,7 @@ def test_changed_config_seed_or_metric_variant_make_new_results(plugin, tmp_path
     )
     assert len({base.run_id, other_seed.run_id, other_config.run_id}) == 3
     assert log.read_text().count("train") == 3
-    more = pipeline.run(RunSpec(method="echo", subject="tiny", metrics=("psnr", "ms_ssim")), progress=False)
+    more = pipeline.run(RunSpec(method="echo", subject="tiny", metrics=("psnr", "ms_ssim@rgb")), progress=False)
     assert more.run_id == base.run_id
     assert {o.spec.variant: o.cached for o in more.outcomes} == {"psnr@frame-mean": True, "ms_ssim@rgb": False}
     assert len(ResultsStore(home.results_store_path()).query()) == 4
@@ -181,8 +181,7 @@ def _record_many(store_path, worker, count):
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    path = tmp_path / "shared.sqlite"
-    ResultsStore(path)
+    path = tmp_path / "shared.sqlite"  # not created beforehand: the workers race to create it
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_record_many, args=(path, w, 40)) for w in range(3)]
     for worker in workers:
@@ -235,7 +234,7 @@ def test_stage_cache_reuses_and_never_exposes_partial_output(tmp_path):
 
 
 def test_results_cli_formats(plugin):
-    run_bench("run", "--method", "echo", "--subject", "tiny", "--metrics", "psnr,ms_ssim", "--no-progress")
+    run_bench("run", "--method", "echo", "--subject", "tiny", "--metrics", "psnr,ms_ssim@rgb", "--no-progress")
     table = run_bench("results", "--subject", "tiny").stdout
     assert "psnr@frame-mean ↑" in table and "echo" in table
     csv_lines = run_bench("results", "--format", "csv").stdout.splitlines()
