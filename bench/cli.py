@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench.cli_methods import add_method_commands
+from bench.cli_prepare import add_prepare_commands
 from bench.cli_reports import add_report_commands
 from bench.contracts import SELF_AUDIO, BenchError
 
@@ -264,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[store, progress], help="run the reference methods on a subject and print a table")
     demo.add_argument("--subject", default="cnn")
     demo.set_defaults(func=cmd_demo)
+    add_prepare_commands(commands, progress)
+    add_method_commands(commands, progress)
     add_report_commands(commands)
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from bench import assets, home, media, provenance, registry, stages
 from bench.contracts import (
+    SELF_AUDIO,
     BenchError,
     DrivingAudio,
     Method,
@@ -129,6 +131,34 @@ def _load_value(folder: Path) -> MetricValue:
     )
 
 
+@dataclass(frozen=True)
+class Trained:
+    method: Method
+    subject: Subject
+    config: dict[str, Any]
+    checkpoint: Path | None  # None for methods that learn nothing
+    inputs: dict[str, Any]  # the train stage's key inputs
+
+
+def train(spec: RunSpec, progress: bool = True) -> Trained:
+    """Prepare the subject and train the method on it (a cached stage): the first half of a run."""
+    method_spec = registry.methods.get(spec.method)
+    config = method_config(spec)
+    subject = prepare_subject(spec.subject, progress)
+    method: Method = registry.load_object(method_spec.impl)(method_spec, config, spec.seed)
+    inputs = {
+        "method": method_spec.id,
+        "method_version": method_spec.version,
+        "config": config,
+        "seed": spec.seed,
+        "subject": subject.key,
+    }
+    checkpoint = None
+    if method_spec.capabilities.needs_training:
+        checkpoint, _ = stages.ensure("train", inputs, lambda out: method.train(subject, out))
+    return Trained(method, subject, config, checkpoint, inputs)
+
+
 def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True) -> RunResult:
     """Run ``spec`` end to end and record its results; finished stages and recorded results are reused."""
     store = store or ResultsStore(home.results_store_path())
@@ -139,25 +169,12 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         tracks = ", ".join(t.value for t in capabilities.tracks)
         raise BenchError(f"method {method_spec.id!r} has no {track.value} track (it has: {tracks})")
     metric_specs = registry.select_metrics(spec.metrics)
-    config = method_config(spec)
-
-    subject = prepare_subject(spec.subject, progress)
+    if spec.audio != SELF_AUDIO and not capabilities.ood_audio:
+        raise BenchError(f"method {method_spec.id!r} cannot be driven by OOD audio {spec.audio!r}")
+    trained = train(spec, progress)
+    method, subject, config, checkpoint = trained.method, trained.subject, trained.config, trained.checkpoint
     audio = driving_audio(subject, spec.audio)
-    if not audio.has_ground_truth and not capabilities.ood_audio:
-        raise BenchError(f"method {method_spec.id!r} cannot be driven by OOD audio {audio.id!r}")
-    method: Method = registry.load_object(method_spec.impl)(method_spec, config, spec.seed)
-
-    train_inputs = {
-        "method": method_spec.id,
-        "method_version": method_spec.version,
-        "config": config,
-        "seed": spec.seed,
-        "subject": subject.key,
-    }
-    checkpoint = None
-    if capabilities.needs_training:
-        checkpoint, _ = stages.ensure("train", train_inputs, lambda out: method.train(subject, out))
-    render_inputs = {**train_inputs, "audio": audio.id, "audio_sha256": audio.sha256, "track": track.value}
+    render_inputs = {**trained.inputs, "audio": audio.id, "audio_sha256": audio.sha256, "track": track.value}
     render_dir, _ = stages.ensure(
         "render", render_inputs, lambda out: _render(method, subject, checkpoint, audio, track, out, progress)
     )

@@ -1,0 +1,128 @@
+"""Prepare a subject (a registered id or a video path) and open a prepared one.
+
+``prepare`` runs the steps (``bench.datasets.preprocess.core.run_steps``) and records where each step's folder is
+in ``$BENCH_HOME/prepared/<id>.json``, so ``bench inspect`` and the methods find the latest preparation without
+redoing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import home
+from bench.contracts import BenchError, Split
+from bench.datasets import preprocess
+from bench.datasets.preprocess.core import StepOutcome, SubjectSource, run_steps
+
+
+def pointer_path(subject_id: str) -> Path:
+    return home.bench_home() / "prepared" / f"{subject_id}.json"
+
+
+def resolve_source(target: str, name: str | None = None) -> SubjectSource:
+    """A registered subject id, or a path to a video (named ``name`` or after the file)."""
+    from bench import registry
+    from bench.datasets.prepare import subject_video
+    from bench.hashing import sha256_file
+
+    if target not in registry.subjects.all():
+        path = Path(target)
+        if not path.is_file():
+            raise BenchError(f"{target!r} is neither a registered subject (bench list subjects) nor a video file")
+        return SubjectSource(id=name or path.stem, video=path.resolve(), sha256=sha256_file(path))
+    video, sha = subject_video(registry.subjects.get(target))
+    return SubjectSource(id=name or target, video=video, sha256=sha)
+
+
+@dataclass(frozen=True)
+class PreparedSubject:
+    """The step folders of one preparation, with loaders for what methods and plots read."""
+
+    id: str
+    video: Path
+    sha256: str
+    folders: Mapping[str, Path]
+
+    def folder(self, step: str) -> Path:
+        if step not in self.folders:
+            raise BenchError(f"subject {self.id!r} has no finished {step!r} step: run `bench prepare {self.id} --steps {step}`")
+        return self.folders[step]
+
+    def summary(self, step: str) -> dict[str, Any]:
+        return json.loads((self.folder(step) / "stage.json").read_text())["outputs"]
+
+    def array(self, step: str, name: str) -> np.ndarray:
+        return np.load(self.folder(step) / name, mmap_mode="r")
+
+    def frames(self) -> np.ndarray:
+        from bench import media
+
+        return media.open_frames(self.folder("ingest") / "frames")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.summary("ingest")["n_frames"])
+
+    @property
+    def split(self) -> Split:
+        return Split.for_frames(self.n_frames)
+
+    def pose(self, stabilised: bool = True) -> dict[str, np.ndarray]:
+        """The bundle-adjusted head poses (or the raw per-frame tracker fit)."""
+        return dict(np.load(self.folder("bundle" if stabilised else "pose") / "pose.npz"))
+
+    @property
+    def synctalk_dir(self) -> Path:
+        return self.folder("export") / "synctalk"
+
+
+def prepare(
+    target: str,
+    name: str | None = None,
+    steps: Iterable[str] | None = None,
+    force: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepOutcome], None] | None = None,
+) -> PreparedSubject:
+    """Run the wanted steps (all by default) and what they need; ``force`` redoes the wanted steps and their
+    dependants."""
+    source = resolve_source(target, name)
+    available = preprocess.steps()
+    wanted = list(steps) if steps else list(available)
+    outcomes = run_steps(source, available, wanted, options, force=wanted if force else (), progress=progress, on_step=on_step)
+    folders = {name: outcome.folder for name, outcome in outcomes.items()}
+    pointer = pointer_path(source.id)
+    if pointer.is_file():
+        previous = json.loads(pointer.read_text())
+        if previous.get("sha256") == source.sha256:
+            folders = {**{k: Path(v) for k, v in previous["folders"].items() if Path(v).is_dir()}, **folders}
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "id": source.id,
+        "video": str(source.video),
+        "sha256": source.sha256,
+        "folders": {k: str(v) for k, v in folders.items()},
+        "updated": time.time(),
+    }
+    partial = pointer.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1))
+    partial.replace(pointer)
+    return PreparedSubject(source.id, source.video, source.sha256, folders)
+
+
+def open_prepared(subject_id: str) -> PreparedSubject:
+    """The latest preparation of ``subject_id`` (nothing is run)."""
+    pointer = pointer_path(subject_id)
+    if not pointer.is_file():
+        raise BenchError(f"subject {subject_id!r} is not prepared yet: run `bench prepare {subject_id}`")
+    record = json.loads(pointer.read_text())
+    folders = {k: Path(v) for k, v in record["folders"].items() if (Path(v) / "stage.json").is_file()}
+    return PreparedSubject(record["id"], Path(record["video"]), record["sha256"], folders)

@@ -1,0 +1,1 @@
+"""SyncTalk (CVPR 2024) as a bench method."""
