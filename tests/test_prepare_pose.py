@@ -241,11 +241,12 @@ def test_bundle_adjustment_reduces_jitter_and_stays_on_truth(mirror, tmp_path):
     mesh = mesh_landmarks(model.points, rotation, translation, rng)
     _, raw, pose_folder = run_pose(tmp_path, n_frames, {"mesh.npy": mesh})
 
-    # keypoints on the upper face (above the mouth), a little off the mesh, tracked with 0.3 px noise, 10 % occluded
+    # keypoints on the upper face (above the mouth), a little off the mesh, tracked with 0.2 px noise (the points
+    # step measured DIS flow at 0.16 px median on a real frame), 10 % occluded
     upper = np.flatnonzero(model.points[:, 1] > -0.01)
     keypoints3d = model.points[rng.choice(upper, n_keypoints, replace=False)] + rng.normal(size=(n_keypoints, 3)) * 0.002
     camera = pose.Camera(TRUE_FOCAL, SIZE / 2, SIZE / 2)
-    tracks = noisy(pose.project(keypoints3d, rotation, translation, camera), rng, 0.3).astype(np.float32)
+    tracks = noisy(pose.project(keypoints3d, rotation, translation, camera), rng, 0.2).astype(np.float32)
     visible = rng.random((n_frames, n_keypoints)) > 0.1
     tracks[~visible] = np.nan
     points = fake_step(tmp_path, "points", {"tracks.npy": tracks, "visible.npy": visible, "keypoints.npy": tracks[0]})
@@ -258,6 +259,7 @@ def test_bundle_adjustment_reduces_jitter_and_stays_on_truth(mirror, tmp_path):
     def jitter(result):
         return bundle.jitter(result["euler"], np.degrees(1.0)), bundle.jitter(result["translation"], 1000.0)
 
+    true_jitter = jitter({"euler": pose.rotation_to_euler(rotation), "translation": translation})
     raw_error, adjusted_error = rotation_errors(raw, rotation), rotation_errors(adjusted, rotation)
     raw_translation = np.linalg.norm(raw["translation"] - translation, axis=1) * 1000
     adjusted_translation = np.linalg.norm(adjusted["translation"] - translation, axis=1) * 1000
@@ -265,13 +267,13 @@ def test_bundle_adjustment_reduces_jitter_and_stays_on_truth(mirror, tmp_path):
           f"{np.median(adjusted_error):.3f}/{np.percentile(adjusted_error, 95):.3f} deg; translation error median "
           f"{np.median(raw_translation):.2f} -> {np.median(adjusted_translation):.2f} mm; jitter rotation/translation "
           f"{jitter(raw)[0]:.3f} deg/{jitter(raw)[1]:.3f} mm -> {jitter(adjusted)[0]:.3f}/{jitter(adjusted)[1]:.3f} "
-          f"(truth {jitter({'euler': pose.rotation_to_euler(rotation), 'translation': translation})}); track error "
-          f"{summary['mean_track_error_px']}; {summary['seconds']}")
+          f"(truth {true_jitter[0]:.3f}/{true_jitter[1]:.3f}); track error {summary['mean_track_error_px']['before']:.3f} -> "
+          f"{summary['mean_track_error_px']['after']:.3f} px; {summary['seconds']}")
     assert jitter(adjusted)[0] < 0.7 * jitter(raw)[0] and jitter(adjusted)[1] < 0.8 * jitter(raw)[1]
     assert summary["jitter_rotation_deg"]["after"] == pytest.approx(jitter(adjusted)[0])
     assert np.median(adjusted_error) < 0.7 * np.median(raw_error) and np.percentile(adjusted_error, 95) < 0.3
     assert np.median(adjusted_translation) < 1.0
-    assert summary["mean_track_error_px"]["after"] < 0.45  # the 0.3 px track noise's mean distance is 0.38 px
+    assert summary["mean_track_error_px"]["after"] < 0.3  # the 0.2 px track noise's mean distance is 0.25 px
     assert adjusted["points3d"].shape == (n_keypoints, 3) and adjusted["ba_reproj_error"].shape == (n_frames,)
     assert set(raw) <= set(adjusted) and float(adjusted["focal"]) == float(raw["focal"])
     np.testing.assert_allclose(np.median(adjusted["reproj_error"]), np.median(raw["reproj_error"]), rtol=0.2)

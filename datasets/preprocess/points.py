@@ -21,15 +21,18 @@ Where this step differs, by choice:
   directions, so the forward-backward check alone misses occlusions); the point must lie in the frame and on that
   frame's head, and the frame must have a face;
 - frames without a face take no part in the Laplacian (SyncTalk skips frames without landmarks).
-Flow (``flow`` option), both directions, on the box around the rigid pixels and that box moved as the 68 landmarks'
-centre moves, plus 32 px:
+Flow (``flow`` option), both directions, on the box around the rigid pixels plus 32 px, after warping each frame
+onto the reference by a similarity fitted to the nose and eye-corner landmarks (UNFaceFlow likewise crops and
+rescales the face in each frame before its flow): on cnn the head moves up to 49 px from frame 2, turning and
+tilting, and direct flow lost the points there. The track is content-driven: landmark jitter moves the warp, and
+the flow takes it back.
 - ``"opencv"``: OpenCV's DIS optical flow, preset MEDIUM (dense, coarse-to-fine patch search with variational
   refinement). On a real cnn frame warped by a known rotation, scale and translation it was off by 0.16 px median
   (0.37 px 90th percentile), pyramidal Lucas-Kanade 21x21 by 0.31 px (0.62 px), Farneback costs 9x more; about
   6 ms per direction per frame at 512x512. Chosen for that.
 - ``"raft"``: RAFT-small (``raft.py``) with princeton-vl's ``raft-small.pth``, the backbone of SyncTalk's UNFaceFlow
-  (which then fine-tunes it with NNRT weights that are not available here); about 1 s per direction per frame on
-  one CPU core.
+  (which then fine-tunes it with NNRT weights that are not available here); about 0.75 s per direction per frame
+  on one CPU core.
 The flow at the rigid pixels (N x P x 2 float32), its checks and its Laplacian norms (float16) go to temporary files
 in the output folder, so the score and the tracks come from one flow pass; they are deleted at the end.
 """
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +73,13 @@ STEP = Step(
     },
 )
 
-FLOW_MARGIN = 32  # px around the heads' box where flow is computed
+FLOW_MARGIN = 32  # px around the rigid pixels' box where flow is computed
 LOWER_FACE_MARGIN = 0.15  # x eye distance
 EYE_MARGIN = 0.2  # x eye distance: lids, lashes, brow hair
 LOWER_FACE = np.r_[2:15, 31:36, 48:68]  # 68-point indices: jaw, nose base, mouth
 RIGHT_EYE, LEFT_EYE = np.r_[36:42], np.r_[42:48]
 RIGHT_BROW_EYE, LEFT_BROW_EYE = np.r_[17:22, 36:42], np.r_[22:27, 42:48]
+ALIGNMENT_POINTS = np.r_[27:36, 36, 39, 42, 45]  # nose and eye corners: they move with the skull
 HEAD = 1  # parsing label
 FLOAT16_MAX = 6e4
 
@@ -231,10 +235,15 @@ def sample_at(image: np.ndarray, points: np.ndarray, width: int = 1024) -> np.nd
     return sampled.reshape(rows * width, -1)[: len(points)]
 
 
-def flow_pass(frames: np.ndarray, reference: int, pixels: np.ndarray, windows: Sequence[Window], pair_flow: PairFlow,
-              folder: Path, progress: bool = False) -> RigidFlow:
-    """Flow from ``frames[reference]`` to every frame, each computed on its crop ``windows[i]`` (which must contain
-    the ``pixels``), kept at ``pixels`` in memory-mapped files under ``folder``."""
+def flow_pass(frames: np.ndarray, reference: int, pixels: np.ndarray, window: Window, alignments: np.ndarray,
+              pair_flow: PairFlow, folder: Path, progress: bool = False) -> RigidFlow:
+    """Flow from ``frames[reference]`` to every frame at ``pixels``, in memory-mapped files under ``folder``.
+
+    Frame i is first warped onto the reference by ``alignments[i]`` (2 x 3, reference pixel -> frame pixel, e.g. a
+    similarity fitted to landmarks), so the flow only has to find what that rough alignment leaves; both are computed
+    on ``window`` (x0, y0, x1, y1), which must contain the ``pixels``. A pixel p whose flow in the aligned frame is f
+    lies at alignments[i] (p + f) in frame i.
+    """
     import cv2
     from tqdm import tqdm
 
@@ -245,31 +254,49 @@ def flow_pass(frames: np.ndarray, reference: int, pixels: np.ndarray, windows: S
     laplacian = np.lib.format.open_memmap(folder / "laplacian.npy", mode="w+", dtype=np.float16,
                                           shape=(max(count - 2, 0), len(pixels)))
     recent: list[np.ndarray] = []  # the last three displacements, for the Laplacian
-    reference_image = np.asarray(frames[reference])
+    x0, y0, x1, y1 = window
+    crop_size = (x1 - x0, y1 - y0)
+    first = np.ascontiguousarray(frames[reference, y0:y1, x0:x1])
+    first_grey = cv2.cvtColor(first, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    local = pixels - (x0, y0)
+    grid = np.indices(first.shape[:2], dtype=np.float32)
     for index in tqdm(range(count), desc="points: flow", unit="frame", disable=not progress):
-        x0, y0, x1, y1 = windows[index]
-        first, second = reference_image[y0:y1, x0:x1], np.asarray(frames[index, y0:y1, x0:x1])
+        to_frame = np.asarray(alignments[index], np.float64) @ [[1, 0, x0], [0, 1, y0], [0, 0, 1]]  # crop -> frame
+        second = cv2.warpAffine(np.asarray(frames[index]), to_frame, crop_size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_REPLICATE)
         fwd, bwd = pair_flow(first, second)
-        local = pixels - (x0, y0)
         displacement = fwd[local[:, 1], local[:, 0]]
         target = (local + displacement).astype(np.float32)
-        back = sample_at(bwd, target)
-        error = np.minimum(np.linalg.norm(displacement + back, axis=1), FLOAT16_MAX)
-        outside = (target < 0).any(axis=1) | (target[:, 0] > x1 - x0 - 1) | (target[:, 1] > y1 - y0 - 1)
-        error[outside] = np.inf
+        error = np.minimum(np.linalg.norm(displacement + sample_at(bwd, target), axis=1), FLOAT16_MAX)
+        error[(target < 0).any(axis=1) | (target[:, 0] > crop_size[0] - 1) | (target[:, 1] > crop_size[1] - 1)] = np.inf
         # occlusions: dense flow interpolates across them in both directions, so compare what is seen
-        grey = [cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY).astype(np.float32) for image in (first, second)]
-        grid = np.indices(fwd.shape[:2], dtype=np.float32)
-        warped = cv2.remap(grey[1], grid[1] + fwd[..., 0], grid[0] + fwd[..., 1], cv2.INTER_LINEAR,
+        second_grey = cv2.cvtColor(second, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        warped = cv2.remap(second_grey, grid[1] + fwd[..., 0], grid[0] + fwd[..., 1], cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
-        difference = cv2.blur(np.abs(grey[0] - warped), (9, 9))
-        forward[index] = displacement
+        difference = cv2.blur(np.abs(first_grey - warped), (9, 9))
+        position = target @ to_frame[:, :2].T + to_frame[:, 2]
+        forward[index] = position - pixels
         fb_error[index] = error
         residual[index] = difference[local[:, 1], local[:, 0]]
-        recent = [*recent[-2:], displacement]
+        recent = [*recent[-2:], forward[index]]
         if index >= 2:
             laplacian[index - 2] = laplacian_norm(*recent)
     return RigidFlow(pixels, forward, fb_error, residual, laplacian)
+
+
+def landmark_alignments(lms68: np.ndarray, usable: np.ndarray, reference: int) -> np.ndarray:
+    """(N, 2, 3) similarity transforms taking the reference frame's eye corners and nose (68-point 27-36, 36, 39, 42,
+    45) onto each frame's (least median of squares); the identity for frames not ``usable``."""
+    import cv2
+
+    alignments = np.tile(np.eye(3)[:2], (len(lms68), 1, 1))
+    source = np.asarray(lms68[reference, ALIGNMENT_POINTS], np.float64)
+    for index in np.flatnonzero(usable):
+        matrix, _ = cv2.estimateAffinePartial2D(source, np.asarray(lms68[index, ALIGNMENT_POINTS], np.float64),
+                                                method=cv2.LMEDS)
+        if matrix is not None:
+            alignments[index] = matrix
+    return alignments
 
 
 def track(flow: RigidFlow, columns: np.ndarray, size: tuple[int, int], fb_threshold: float,
@@ -285,18 +312,12 @@ def track(flow: RigidFlow, columns: np.ndarray, size: tuple[int, int], fb_thresh
     return tracks, fb_error, inside & (fb_error < fb_threshold) & (residual < residual_threshold)
 
 
-def flow_windows(rigid: np.ndarray, shifts: np.ndarray, margin: int = FLOW_MARGIN) -> list[Window]:
-    """Per frame, where to compute flow: the box around the rigid pixels in the reference frame and that box moved by
-    the frame's ``shifts`` (N, 2) (the head's rough motion), grown by ``margin`` and kept inside the image."""
+def rigid_window(rigid: np.ndarray, margin: int = FLOW_MARGIN) -> Window:
+    """The box around the rigid pixels grown by ``margin``, inside the image."""
     rows, cols = np.flatnonzero(rigid.any(axis=1)), np.flatnonzero(rigid.any(axis=0))
     height, width = rigid.shape
-    windows = []
-    for dx, dy in shifts:
-        x0, y0 = cols[0] + min(dx, 0) - margin, rows[0] + min(dy, 0) - margin
-        x1, y1 = cols[-1] + 1 + max(dx, 0) + margin, rows[-1] + 1 + max(dy, 0) + margin
-        windows.append((max(int(np.floor(x0)), 0), max(int(np.floor(y0)), 0),
-                        min(int(np.ceil(x1)), width), min(int(np.ceil(y1)), height)))
-    return windows
+    return max(cols[0] - margin, 0), max(rows[0] - margin, 0), min(cols[-1] + 1 + margin, width), min(
+        rows[-1] + 1 + margin, height)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,14 +360,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if not len(pixels):
         raise BenchError(f"points: frame {reference} leaves no rigid head pixels (head mask minus eyes and lower face); "
                          "check its parsing labels and landmarks, or lower points.edge_margin")
-    centres = np.asarray(lms68, np.float64).mean(axis=1)
-    shifts = np.where(has_face[:, None], centres - centres[reference], 0.0)
-    windows = flow_windows(rigid, shifts)
+    alignments = landmark_alignments(lms68, has_face, reference)
     pair_flow = DisFlow() if options["flow"] == "opencv" else RaftFlow(options["raft_iterations"])
 
     with tempfile.TemporaryDirectory(dir=ctx.out, prefix=".flow-") as scratch:
         flow_started = time.perf_counter()
-        flow = flow_pass(frames, reference, pixels, windows, pair_flow, Path(scratch), ctx.progress)
+        flow = flow_pass(frames, reference, pixels, rigid_window(rigid), alignments, pair_flow, Path(scratch),
+                         ctx.progress)
         flow_seconds = time.perf_counter() - flow_started
 
         selection_started = time.perf_counter()
