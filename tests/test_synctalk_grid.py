@@ -11,6 +11,16 @@ import torch
 from bench.methods.synctalk import hashgrid
 from bench.methods.synctalk.hashgrid import CODE_CONFIG, PAPER_CONFIG, HashGrid2D, HashGridConfig, TriPlaneEncoder
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Small tensor ops run faster on one thread than with OpenMP on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Mixed tiny config: level 0 is dense (5 x 5 vertices in a 32-row table), levels 1-2 are hashed.
 TINY = HashGridConfig(num_levels=3, level_dim=2, base_resolution=4, desired_resolution=16, log2_hashmap_size=5)
 
@@ -133,6 +143,29 @@ def test_released_checkpoint_layout_loads(tmp_path):
         dim=-1,
     )
     torch.testing.assert_close(encoder(xyz), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_for_another_layout_is_refused():
+    state = HashGrid2D(num_levels=14).state_dict()
+    state["offsets"] = state["offsets"][:13]
+    state["embeddings"] = state["embeddings"][: int(state["offsets"][-1])]
+    with pytest.raises(ValueError, match="do not match"):
+        HashGrid2D(num_levels=12).load_state_dict(state)
+
+
+def test_hash_rows_low_bit_shortcut_and_general_table_size():
+    """Power-of-two tables take the low bits of y * (prime mod size); other sizes use the full uint32 hash."""
+    generator = torch.Generator().manual_seed(8)
+    cell_x = torch.randint(0, 600, (1, 1000), generator=generator)
+    cell_y = torch.randint(0, 600, (1, 1000), generator=generator)
+    x, y = cell_x.numpy().astype(np.uint32), cell_y.numpy().astype(np.uint32)
+    for size in (1024, 1000):
+        group = hashgrid._LevelGroup(np.array([0]), np.array([599.5], dtype=np.float32), np.array([0]),
+                                     np.array([size]), np.array([7]), hashed=True, device=torch.device("cpu"))
+        rows = group.corner_rows(cell_x.to(group.index_dtype), cell_y.to(group.index_dtype))
+        for row, (dx, dy) in zip(rows, [(0, 0), (1, 0), (0, 1), (1, 1)]):
+            expected = ((x + np.uint32(dx)) ^ ((y + np.uint32(dy)) * np.uint32(2654435761))) % np.uint32(size) + 7
+            np.testing.assert_array_equal(row.numpy(), expected.astype(np.int64))
 
 
 @pytest.mark.parametrize("config", [CODE_CONFIG, PAPER_CONFIG, TINY], ids=["code", "paper", "tiny"])

@@ -1,11 +1,12 @@
-"""Tri-plane multiresolution hash encoding (SyncTalk Eq. 10–11) in plain PyTorch, with an optional tiny-cuda-nn backend.
+"""Tri-plane multiresolution hash encoding (SyncTalk Eq. 10-11) in plain PyTorch, optional tiny-cuda-nn backend.
 
-SyncTalk encodes a point x = (x, y, z) with three 2-D hash grids on the (x, y), (y, z) and (x, z) planes and concatenates
-the three feature vectors (paper §3.4, Eq. 11). The released code builds each plane with torch-ngp's ``gridencoder``
-CUDA extension (``GridEncoder(input_dim=2, num_levels=12, level_dim=1, base_resolution=64, log2_hashmap_size=14,
-desired_resolution=512 * bound)``, ``gridtype='hash'``, ``align_corners=False``). :class:`HashGrid2D` reproduces that
-extension's arithmetic and parameter layout so that a released SyncTalk checkpoint's ``encoder_xy.embeddings`` /
-``encoder_xy.offsets`` (and ``_yz``, ``_xz``) load unchanged into the ``"torch"`` backend.
+SyncTalk encodes a point x = (x, y, z) with three 2-D hash grids on the (x, y), (y, z) and (x, z) planes and
+concatenates the three feature vectors (paper §3.4, Eq. 11). The released code builds each plane with torch-ngp's
+``gridencoder`` CUDA extension (``GridEncoder(input_dim=2, num_levels=12, level_dim=1, base_resolution=64,
+log2_hashmap_size=14, desired_resolution=512 * bound)``, ``gridtype='hash'``, ``align_corners=False``).
+:class:`HashGrid2D` reproduces that extension's arithmetic and parameter layout so that a released SyncTalk
+checkpoint's ``encoder_xy.embeddings`` / ``encoder_xy.offsets`` (and ``_yz``, ``_xz``) load unchanged into the
+``"torch"`` backend.
 
 Conventions, as read in the upstream sources (ashawkey/torch-ngp ``gridencoder/src/gridencoder.cu`` and
 ``gridencoder/grid.py``; the align_corners variant of the same files in ER-NeRF / SyncTalk forks,
@@ -23,14 +24,17 @@ Conventions, as read in the upstream sources (ashawkey/torch-ngp ``gridencoder/s
   hash (x * 1) XOR (y * 2654435761) in uint32 arithmetic; either is then taken modulo the level's table size;
 - output layout (N, L * level_dim), level-major ([level 0 features, level 1 features, ...]);
 - initialisation U(-1e-4, 1e-4).
-The SyncTalk code's defaults give 4 dense levels (64, 78, 94, 113 vertices per side) and 8 hashed levels:
+The SyncTalk code's defaults give 4 dense levels (resolutions 64, 78, 94, 113) and 8 hashed levels:
 163,584 rows per plane. With level_dim 1 the upstream extension also runs in float32 under autocast (it only casts
 embeddings to half when level_dim is even); this implementation always computes in float32.
 
-Not confirmed against a running copy of the extension (no GPU here): exact float32 rounding of exp2f, and therefore
-the resolution of a level whose scale lands within one ulp of an integer (none does for the presets below).
+Not confirmed against a running copy of the extension (no GPU here): bit-exact float32 rounding of the GPU's exp2f. A
+level whose scale lies within an ulp of an integer could get another resolution; in both presets the only such levels
+are the first and the last, whose scales evaluate to exactly 63 and 511 here.
 
-``backend="tcnn"`` wraps ``tinycudann.Encoding`` (``otype: HashGrid``, ``n_dims`` 2). Its arithmetic matches the above
+``backend="tcnn"`` wraps ``tinycudann.Encoding`` (``otype: HashGrid``, ``n_dims`` 2). From tiny-cuda-nn's
+``encodings/grid.h`` and ``common_device.h`` (``grid_scale``, ``grid_resolution``, ``grid_index``), its arithmetic
+matches the above
 (same scale, +0.5 offset, same primes) except for the parameter layout: tiny-cuda-nn sizes a level as
 min(2**log2_hashmap_size, ceil8(resolution_l**2)) with resolution_l = ceil(scale_l) + 1 and strides dense levels by
 resolution_l (torch-ngp: resolution_l + 1), and keeps all parameters in one flat vector ``tcnn_encoding.params`` of
@@ -50,7 +54,8 @@ from torch import nn
 HASH_PRIME_Y = 2654435761  # torch-ngp / tiny-cuda-nn "coherent prime" hash: x * 1 XOR y * 2654435761 (uint32)
 UINT32_MASK = 0xFFFFFFFF
 INIT_RANGE = 1e-4
-POINTS_PER_CHUNK = 1 << 17  # bounds the (levels, points, 4) index/weight temporaries (~50 MB at 12 levels)
+POINTS_PER_CHUNK = 1 << 17  # bounds the (levels, points) index/weight temporaries (a few MB each at 12 levels)
+
 
 @dataclass(frozen=True)
 class HashGridConfig:
@@ -269,6 +274,13 @@ class _HashGridFunction(torch.autograd.Function):
         return grad_points, grad_embeddings, None
 
 
+def _check_loaded_offsets(grid: HashGrid2D, incompatible_keys) -> None:
+    """A loaded ``offsets`` buffer must describe this grid's layout (else the checkpoint is for another config)."""
+    if grid.offsets.tolist() != grid._layout:
+        raise ValueError(f"hash-grid checkpoint offsets {grid.offsets.tolist()} do not match this grid's layout "
+                         f"{grid._layout} ({grid.config}); build the grid with the checkpoint's configuration")
+
+
 class HashGrid2D(nn.Module):
     """One multiresolution hashed 2-D grid with bilinear interpolation: (..., 2) in [-bound, bound] -> (..., L * F).
 
@@ -293,10 +305,11 @@ class HashGrid2D(nn.Module):
         self.backend = resolve_backend(backend)
         self._groups: list[_LevelGroup] = []
         if self.backend == "torch":
-            offsets = torch_ngp_offsets(self.config)
-            self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int32))
-            self.embeddings = nn.Parameter(torch.empty(offsets[-1], level_dim))
+            self._layout = torch_ngp_offsets(self.config)
+            self.register_buffer("offsets", torch.tensor(self._layout, dtype=torch.int32))
+            self.embeddings = nn.Parameter(torch.empty(self._layout[-1], level_dim))
             nn.init.uniform_(self.embeddings, -INIT_RANGE, INIT_RANGE)
+            self.register_load_state_dict_post_hook(_check_loaded_offsets)
         else:
             import tinycudann
 
@@ -314,7 +327,7 @@ class HashGrid2D(nn.Module):
         """Kernel constants on the embeddings' device (rebuilt after the module moves)."""
         device = self.embeddings.device
         if not self._groups or self._groups[0].scales.device != device:
-            self._groups = _level_groups(self.config, self.offsets.tolist(), device)
+            self._groups = _level_groups(self.config, self._layout, device)
         return self._groups
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -342,15 +355,7 @@ class TriPlaneEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.bound = float(bound)
-        grid_kwargs = dict(
-            num_levels=config.num_levels,
-            level_dim=config.level_dim,
-            base_resolution=config.base_resolution,
-            desired_resolution=config.desired_resolution,
-            log2_hashmap_size=config.log2_hashmap_size,
-            bound=bound,
-            backend=backend,
-        )
+        grid_kwargs = {**vars(config), "bound": bound, "backend": backend}
         self.encoder_xy = HashGrid2D(**grid_kwargs)
         self.encoder_yz = HashGrid2D(**grid_kwargs)
         self.encoder_xz = HashGrid2D(**grid_kwargs)
