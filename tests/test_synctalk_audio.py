@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bench.methods.synctalk import audio
-from bench.methods.synctalk.ave import AveClip, lower_face_crops, train_ave
 
 from bench.contracts import BenchError
+from bench.methods.synctalk import audio
+from bench.methods.synctalk.ave import AveClip, lower_face_crops, train_ave
 
 RATE = 16000
 
