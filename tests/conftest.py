@@ -32,6 +32,18 @@ def bench_home(tmp_path, monkeypatch):
         reg.reset()
 
 
+@pytest.fixture
+def single_torch_thread():
+    """Small tensor ops run faster on one torch thread than with OpenMP on a shared 2-core machine (7 s vs 95 s for
+    the renderer tests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _unavailable(message: str) -> None:
     """A missing test resource: a failure in CI (CI=true), a skip elsewhere."""
     if os.environ.get("CI", "").lower() == "true":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from bench import media, stages
-import importlib
 from bench.datasets.preprocess.core import StepContext, SubjectSource
 
 

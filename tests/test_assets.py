@@ -7,10 +7,10 @@ import threading
 from functools import partial
 
 import pytest
+from conftest import run_bench
 
 from bench import assets
 from bench.assets import Asset, AssetHashMismatch, AssetUnavailable
-from conftest import run_bench
 
 PAYLOAD = b"talking-head weights\n" * 100
 

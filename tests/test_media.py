@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import make_video
 
 from bench import media
 from bench.contracts import BenchError, Split
-from conftest import make_video
 
 
 def test_split_matches_synctalk():

@@ -11,9 +11,9 @@ import pytest
 import torch
 from scipy.io import wavfile
 from syncnet_python.detectors.s3fd.nets import S3FDNet
+from syncnet_python.syncnet_pipeline import PipelineConfig, SyncNetPipeline
 from syncnet_python.SyncNetInstance import SyncNetInstance
 from syncnet_python.SyncNetModel import S
-from syncnet_python.syncnet_pipeline import PipelineConfig, SyncNetPipeline
 
 from bench import assets, media, pipeline, registry
 from bench.contracts import BenchError, DrivingAudio, MetricInput, MetricKind

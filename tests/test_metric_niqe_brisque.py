@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import _unavailable
 from scipy import ndimage
 from scipy.special import gamma
-
-from conftest import _unavailable
 
 from bench import assets, registry
 from bench.contracts import BenchError, MetricInput, MetricKind

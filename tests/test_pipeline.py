@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import bench_command, make_video, run_bench
 
 from bench import home, pipeline, stages
 from bench.contracts import BenchError, RunSpec, Track
 from bench.store import ResultsStore
-from conftest import bench_command, make_video, run_bench
 
 
 def _results(store_path):

@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_bench
 
 from bench import registry
-from bench.contracts import BenchError, Method, Metric, MethodSpec
-from conftest import run_bench
+from bench.contracts import BenchError, Method, MethodSpec, Metric
 
 
 def test_builtins_are_registered():

@@ -1,9 +1,9 @@
 """Repository conventions: CI runs the README's test command, and the package maps the top-level folders."""
 
 import re
-import zipfile
 import subprocess
 import sys
+import zipfile
 
 from conftest import REPO
 

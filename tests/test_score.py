@@ -3,11 +3,11 @@
 import json
 
 import numpy as np
+from conftest import make_video, run_bench
 from PIL import Image
 
 from bench import media
 from bench.metrics.psnr import psnr_per_frame
-from conftest import make_video, run_bench
 
 
 def test_score_two_videos_as_json(tmp_path, tiny_video):

@@ -11,14 +11,7 @@ import torch
 from bench.methods.synctalk import hashgrid
 from bench.methods.synctalk.hashgrid import CODE_CONFIG, PAPER_CONFIG, HashGrid2D, HashGridConfig, TriPlaneEncoder
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensor ops run faster on one thread than with OpenMP on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # Mixed tiny config: level 0 is dense (5 x 5 vertices in a 32-row table), levels 1-2 are hashed.

@@ -22,13 +22,7 @@ from bench.methods.synctalk.rendering import (
 BIG = float(np.finfo(np.float32).max)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Small tensor ops run faster on one thread than with OpenMP on a shared 2-core machine (measured 7 s vs 95 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # ----------------------------------------------------------------------------------------------- cameras and rays

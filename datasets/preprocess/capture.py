@@ -23,6 +23,7 @@ import numpy as np
 
 from bench.contracts import BenchError
 from bench.datasets.preprocess.core import Step, StepContext
+from bench.datasets.preprocess.mediapipe_face import MEDIAPIPE_BLENDSHAPES
 
 STEP = Step(
     name="capture",
@@ -34,18 +35,9 @@ STEP = Step(
     options={"openface_csv": ""},
 )
 
-# Apple ARKit's 52 blendshape locations, alphabetically (the layout EmoTalk and SyncTalk's bs.npy use).
-ARKIT_BLENDSHAPES = (
-    "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
-    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
-    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
-    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen",
-    "jawRight", "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight",
-    "mouthFunnel", "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
-    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft",
-    "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
-)  # fmt: skip
+# Apple ARKit's 52 blendshape locations, alphabetically (the layout EmoTalk and SyncTalk's bs.npy use): MediaPipe
+# reports the same names in the same order after its ``_neutral``, and has no tongueOut.
+ARKIT_BLENDSHAPES = (*MEDIAPIPE_BLENDSHAPES[1:], "tongueOut")
 UPPER7 = ("browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft",
           "eyeBlinkRight")  # fmt: skip
 SAVGOL_WINDOW = 5
@@ -56,8 +48,6 @@ LEFT_EYE = slice(42, 48)
 
 def to_arkit(mediapipe_scores: np.ndarray) -> np.ndarray:
     """(N, 52) MediaPipe-order scores -> (N, 52) ARKit-alphabetical, by name; tongueOut (not estimated) is 0."""
-    from bench.datasets.preprocess.mediapipe_face import MEDIAPIPE_BLENDSHAPES
-
     source = {name: index for index, name in enumerate(MEDIAPIPE_BLENDSHAPES)}
     arkit = np.zeros((len(mediapipe_scores), len(ARKIT_BLENDSHAPES)), np.float32)
     for column, name in enumerate(ARKIT_BLENDSHAPES):

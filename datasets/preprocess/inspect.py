@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from bench import home
+from bench.datasets.preprocess.capture import UPPER7
 from bench.datasets.preprocess.prepared import PreparedSubject, open_prepared
 
-UPPER7 = ("browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft", "eyeBlinkRight")
 LABEL_COLOURS = np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 90, 230]], dtype=np.float32) / 255
 
 

@@ -175,17 +175,16 @@ class SyncTalk(Method):
         config = self._config()
         meta = json.loads((checkpoint_dir / "meta.json").read_text())
         prepared = self._prepare(subject)
-        data = load_subject(prepared, config["train_size"], config["expression"], config["pose"] == "stabilised")
+        data = load_subject(prepared, config["train_size"], config["expression"], config["pose"] == "stabilised", images=False)
         model = build_model(prepared, data, config, meta["audio_encoder"])
         model.load_state_dict(torch.load(checkpoint_dir / "model.pt", map_location="cpu", weights_only=True))
         return model.to(_device()).eval(), prepared, data, meta, config
 
     def render(self, subject: Subject, checkpoint_dir: Path | None, audio: DrivingAudio, track: Track) -> Iterator[np.ndarray]:
         import torch
-        from PIL import Image
 
         from bench import media
-        from bench.methods.synctalk.data import composite_torso
+        from bench.methods.synctalk.data import HeadBackgrounds
         from bench.methods.synctalk.model import mirror_index
 
         if checkpoint_dir is None:
@@ -203,15 +202,14 @@ class SyncTalk(Method):
             samples = audio.samples()
             n_inputs = audio.n_frames
         inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, n_inputs, config)).float().to(device)
-        plate = np.asarray(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
-        torso = prepared.array("torso", "torso.npy")
+        head_background = HeadBackgrounds(prepared)
         face = prepared.array("parsing", "face_soft.npy")
         intrinsics = data.intrinsics(side)
         for index, source in enumerate(sources):
             audio_frame = source if audio.id == SELF_AUDIO else index
             with torch.no_grad():
                 code = model.encode_audio(inputs, audio_frame)
-                background = torch.from_numpy(composite_torso(np.asarray(torso[source]), plate)).to(device).float() / 255
+                background = torch.from_numpy(head_background(source)).to(device).float() / 255
                 image = model.render_frame(
                     data.poses[source].to(device), intrinsics, side, code, data.expressions[source].to(device), background
                 )

@@ -62,12 +62,25 @@ def composite_torso(torso_rgba: np.ndarray, plate: np.ndarray) -> np.ndarray:
     return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
+class HeadBackgrounds:
+    """The head-only render's background of a frame at the prepared size: its torso image over the plate."""
+
+    def __init__(self, prepared: PreparedSubject) -> None:
+        from PIL import Image
+
+        self.plate = np.asarray(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
+        self.torso = prepared.array("torso", "torso.npy")
+
+    def __call__(self, index: int) -> np.ndarray:
+        return composite_torso(np.asarray(self.torso[index]), self.plate)
+
+
 def ngp_poses(prepared: PreparedSubject, stabilised: bool, scale: float = 4.0) -> np.ndarray:
-    from bench.methods.synctalk.raymarch import nerf_matrix_to_ngp
+    from bench.methods.synctalk.rendering import nerf_matrix_to_ngp
 
     pose = prepared.pose(stabilised)
     c2w = camera_to_world(pose["rotation"], pose["translation"])
-    return np.stack([nerf_matrix_to_ngp(matrix, scale=scale) for matrix in c2w]).astype(np.float32)
+    return nerf_matrix_to_ngp(c2w, scale=scale)
 
 
 @dataclass
@@ -103,26 +116,29 @@ def expressions(prepared: PreparedSubject, kind: str) -> np.ndarray:
     raise BenchError(f"unknown expression input {kind!r}: use blendshapes or au45")
 
 
-def load_subject(prepared: PreparedSubject, size: int, expression: str, stabilised: bool) -> SubjectData:
-    from PIL import Image
-
+def load_subject(prepared: PreparedSubject, size: int, expression: str, stabilised: bool, images: bool = True) -> SubjectData:
+    """The subject at ``size``; ``images=False`` skips the training images and backgrounds (rendering needs neither)."""
     frames = prepared.frames()
     frame_size = frames.shape[1]
-    plate = np.asarray(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
-    torso = prepared.array("torso", "torso.npy")
-    chunk = 256
-    images, backgrounds = [], []
-    for start in range(0, len(frames), chunk):
-        part = slice(start, start + chunk)
-        images.append(resize_stack(frames[part], size))
-        backgrounds.append(resize_stack(composite_torso(np.asarray(torso[part]), plate), size))
+    pixels = torch.zeros(0, size, size, 3, dtype=torch.uint8)
+    training, backgrounds = pixels, pixels
+    if images:
+        head_background = HeadBackgrounds(prepared)
+        chunk = 256
+        parts = [
+            (resize_stack(frames[start : start + chunk], size),
+             resize_stack(np.stack([head_background(i) for i in range(start, min(start + chunk, len(frames)))]), size))
+            for start in range(0, len(frames), chunk)
+        ]
+        training = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+        backgrounds = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     pose = prepared.pose(stabilised)
     rects = face_rects(np.asarray(prepared.array("landmarks", "lms68.npy")), size / frame_size, size)
     return SubjectData(
         size=size,
         frame_size=frame_size,
-        images=torch.from_numpy(np.concatenate(images)),
-        backgrounds=torch.from_numpy(np.concatenate(backgrounds)),
+        images=training,
+        backgrounds=backgrounds,
         poses=torch.from_numpy(ngp_poses(prepared, stabilised)),
         focal=float(pose["focal"]),
         expressions=torch.from_numpy(expressions(prepared, expression)),

@@ -10,11 +10,8 @@ from torch import nn
 
 from bench.contracts import BenchError
 from bench.methods.synctalk import audio as audio_module
-from bench.methods.synctalk import raymarch as rendering
+from bench.methods.synctalk import rendering
 from bench.methods.synctalk.network import HeadField
-
-AABB = (-1.0, -0.5, -1.0, 1.0, 0.5, 1.0)  # SyncTalk's head box in NGP units (y halved)
-MIN_NEAR = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,9 +41,8 @@ class SyncTalkModel(nn.Module):
         self.audio_kind = audio_kind
         self.audio_net = audio_net_for(audio_kind)
         self.audio_att = audio_module.AudioAttNet()
-        self.grid = rendering.DensityGrid(resolution=grid_resolution, aabb=AABB)
+        self.grid = rendering.DensityGrid(resolution=grid_resolution)
         self.max_steps = max_steps
-        self.register_buffer("aabb", torch.tensor(AABB))
 
     def encode_audio(self, inputs: torch.Tensor, frame: int) -> torch.Tensor:
         """The 32-d audio code of ``frame``: per-frame codes over [frame-4, frame+4) through the attention net."""
@@ -65,20 +61,31 @@ class SyncTalkModel(nn.Module):
         perturb: bool,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Composite head colour over ``background`` (R, 3) for rays (R, 3): pixel = head + (1 - Σw)·bg."""
-        near, far = rendering.near_far_from_aabb(rays_o, rays_d, self.aabb, MIN_NEAR)
+        """Composite head colour over ``background`` (R, 3) for rays (R, 3): pixel = head + (1 - Σw)·bg.
+
+        The ambient attention norms are summed over the ray's samples, unweighted, as SyncTalk's kernel does."""
+        near, far = rendering.near_far_from_aabb(rays_o, rays_d)
+        if generator is not None and generator.device != rays_o.device:
+            generator = None  # CPU-seeded jitter cannot drive CUDA sampling; training on CUDA is then not bitwise resumable
         samples = rendering.march_rays(
             rays_o, rays_d, near, far, self.grid, max_steps=self.max_steps, perturb=perturb, generator=generator
         )
         out = self.field(samples.positions, samples.directions, audio, expression, code)
-        extras = {"ambient_audio": out["ambient_audio"], "ambient_expression": out["ambient_expression"]}
-        result = rendering.composite(out["sigma"], out["rgb"], samples, extras=extras)
-        result["image"] = result["rgb"] + (1 - result["weights_sum"]).unsqueeze(-1) * background
-        return result
+        ambients = {"ambient_audio": out["ambient_audio"], "ambient_expression": out["ambient_expression"]}
+        result = rendering.composite(
+            out["sigma"], out["rgb"], samples.deltas, samples.ray_index, len(rays_o), summed_extras=ambients
+        )
+        return {
+            "image": result.rgb + (1 - result.weights_sum).unsqueeze(-1) * background,
+            "weights_sum": result.weights_sum,
+            **result.sums,
+        }
 
     @torch.no_grad()
     def update_grid(self, audio: torch.Tensor, expression: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        self.grid.update(lambda points: self.field.density(points, audio, expression)["sigma"], generator)
+        if generator is not None and generator.device != self.grid.density_grid.device:
+            generator = None
+        self.grid.update(lambda points: self.field.density(points, audio, expression)["sigma"], generator=generator)
 
     @torch.no_grad()
     def render_frame(

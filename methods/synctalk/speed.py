@@ -14,7 +14,6 @@ import statistics
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 
@@ -24,12 +23,10 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps: int = 30, progress: bool = True) -> dict[str, Any]:
-    from PIL import Image
-
     from bench import media, pipeline
     from bench.contracts import RunSpec
     from bench.methods.synctalk.adapter import _lpips_loss, audio_inputs
-    from bench.methods.synctalk.data import composite_torso
+    from bench.methods.synctalk.data import HeadBackgrounds, load_subject
     from bench.methods.synctalk.training import Trainer
 
     trained = pipeline.train(RunSpec(method="synctalk", subject=subject, config=config), progress)
@@ -39,12 +36,11 @@ def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps:
     side = prepared.frames().shape[1]
     samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
     inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, prepared.n_frames, resolved)).float().to(device)
-    plate = np.asarray(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
-    torso = prepared.array("torso", "torso.npy")
+    head_background = HeadBackgrounds(prepared)
     test = list(data.split.test)[: frames + 1]
     prepared_inputs = []
     for source in test:
-        background = torch.from_numpy(composite_torso(np.asarray(torso[source]), plate)).to(device).float() / 255
+        background = torch.from_numpy(head_background(source)).to(device).float() / 255
         with torch.no_grad():
             code = model.encode_audio(inputs, source)
         prepared_inputs.append((data.poses[source].to(device), code, data.expressions[source].to(device), background))
@@ -62,6 +58,7 @@ def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps:
     render_seconds = statistics.median(times)
 
     model.train()
+    data = load_subject(prepared, resolved["train_size"], resolved["expression"], resolved["pose"] == "stabilised")
     lpips, _ = _lpips_loss(resolved)
     trainer = Trainer(model, data, inputs.cpu(), resolved, seed=1, device=device, lpips=lpips)
     trainer.state.step = resolved["iters_coarse"] // 2  # a coarse-stage step, like most of training

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from bench.methods.synctalk import raymarch as rendering
+from bench.methods.synctalk import rendering
 from bench.methods.synctalk.data import SubjectData
 from bench.methods.synctalk.model import SyncTalkModel
 
@@ -104,6 +104,8 @@ class Trainer:
         self.total = config["iters_coarse"] + config["iters_fine"]
         side = data.size
         self.intrinsics = data.intrinsics(side)
+        train_poses = data.poses[data.split.train][:: max(1, len(data.split.train) // 64)]  # cost is cells x poses
+        self.model.grid.mark_untrained(train_poses.to(device), *self.intrinsics)
 
     # checkpoints ------------------------------------------------------------------------------------------------
 
@@ -198,11 +200,13 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        for ema, live in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
-            if ema.dtype.is_floating_point:
-                ema.mul_(EMA_DECAY).add_(live, alpha=1 - EMA_DECAY)
+        """EMA of the weights; the occupancy grid is state, not a weight, so it is copied."""
+        live_state = self.model.state_dict()
+        for name, ema in self.ema.state_dict().items():
+            if ema.dtype.is_floating_point and not name.startswith("grid."):
+                ema.mul_(EMA_DECAY).add_(live_state[name], alpha=1 - EMA_DECAY)
             else:
-                ema.copy_(live)
+                ema.copy_(live_state[name])
 
     def train(self, folder: Path, until: int | None = None, progress: bool = True) -> TrainState:
         """Train to ``until`` steps (default: all), checkpointing every ``checkpoint_every`` steps and at the end."""
@@ -222,14 +226,9 @@ class Trainer:
                 self.save(folder)
         bar.close()
         self.state.seconds += time.time() - started
-        self._sync_final_grid()
+        self.ema.grid.load_state_dict(self.model.grid.state_dict())  # rendering uses the latest occupancy grid
         self.save(folder)
         return self.state
-
-    @torch.no_grad()
-    def _sync_final_grid(self) -> None:
-        """Rendering uses the EMA weights: give them the live model's occupancy grid (kept current by training)."""
-        self.ema.grid.load_state_dict(self.model.grid.state_dict())
 
 
 def loss_trend(losses: list[float], windows: int = 5) -> list[float]:

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from bench.contracts import Method, MetricValue, Metric
+from bench.contracts import Method, Metric, MetricValue
 
 
 class Echo(Method):
