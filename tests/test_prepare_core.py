@@ -65,6 +65,9 @@ def test_force_redoes_the_step_and_its_dependants_in_place(fake_steps):
     forced = run_steps(SOURCE, fake_steps, ["d"], force=["b"], progress=False)
     assert CALLS == ["b", "d"]
     assert forced["b"].folder == first["b"].folder and not forced["b"].reused
+    CALLS.clear()
+    run_steps(SOURCE, fake_steps, ["b"], force=["b"], progress=False)
+    assert CALLS == ["b", "d"], "forcing b alone must also redo d, which reads it"
 
 
 def test_a_failing_step_keeps_finished_steps_and_leaves_no_partial_folder(fake_steps, bench_home):

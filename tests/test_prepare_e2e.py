@@ -86,7 +86,7 @@ def test_prepare_export_inspect_and_resume(clip_source, tmp_path, bench_home):
 
     forced = run_bench("prepare", str(clip), "--name", "clip", "--steps", "capture", "--force", "--no-progress")
     ran = [line.split()[0] for line in forced.stdout.splitlines() if " done " in line]
-    assert ran == ["capture"], forced.stdout
+    assert ran == ["capture", "export"], forced.stdout  # export reads capture: redone, not left stale
 
     inspected = run_bench("inspect", "clip", "--out", str(tmp_path / "pictures"))
     pictures = sorted(p.name for p in (tmp_path / "pictures").glob("*.png"))

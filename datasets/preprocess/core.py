@@ -160,8 +160,8 @@ def run_steps(
     for name in options:
         if name not in steps:
             raise BenchError(f"options given for unknown preparation step {name!r}; steps are: {', '.join(steps)}")
-    order = closure(steps, wanted)
     redo = dependants(steps, force) if force else set()
+    order = closure(steps, [*wanted, *sorted(redo)])  # a forced step's dependants are redone too, never left stale
     keys: dict[str, str] = {}
     folders: dict[str, Path] = {}
     outcomes: dict[str, StepOutcome] = {}
