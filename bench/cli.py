@@ -73,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _parse_config(args.config)
     if args.renders:
         config["renders"] = args.renders
+    if args.preset:
+        config["preset"] = args.preset
     spec = RunSpec(
         method=args.method,
         subject=args.subject,
@@ -109,6 +111,8 @@ def _report_run(result) -> None:
         else:
             rows.append((metric.variant, metric.arrow, "unavailable", gt, outcome.unavailable or ""))
     _print_rows(rows)
+    if result.video:
+        print(f"video (with the driving audio): {result.video}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -233,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", help="comma-separated metric ids or variants; default: all")
     run.add_argument("--renders", help="for --method video: rendered video, frame folder or image")
     run.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    run.add_argument("--preset", help="training preset of methods that have them (synctalk: smoke, fast, paper); "
+                     "same as --config preset=NAME")
     run.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE",
                      help="metric option, e.g. openface_csv_pred=path (repeatable)")
     run.add_argument("--seed", type=int, default=0)

@@ -96,6 +96,7 @@ class MetricSpec:
     assets: tuple[str, ...] = ()  # asset-catalog names the metric needs; missing -> reported unavailable
     requires: tuple[str, ...] = ()  # importable modules it needs (checked without importing them)
     unit: str = ""
+    ground_truth_row: bool = False  # a full-reference metric that still scores the GT itself (FID's self-split)
 
     @property
     def arrow(self) -> str:
@@ -282,3 +283,4 @@ class RunResult:
     provenance: dict[str, Any]
     n_frames: int
     reference: RunResult | None = None  # ground truth's own no-reference / audio-visual scores, stored beside
+    video: Path | None = None  # the render as mp4 with the driving audio muxed in

@@ -29,6 +29,11 @@ def user_videos_dir() -> Path:
     return bench_home() / "videos"
 
 
+def prepared_pointer(subject_id: str) -> Path:
+    """The JSON that ``bench prepare`` writes: a subject's source video and its finished step folders."""
+    return bench_home() / "prepared" / f"{subject_id}.json"
+
+
 def results_store_path() -> Path:
     if env := os.environ.get("BENCH_RESULTS"):
         return Path(env).expanduser().resolve()

@@ -196,6 +196,42 @@ def open_frames(stem: Path) -> np.ndarray:
     return np.memmap(stem.with_suffix(".u8"), dtype=np.uint8, mode="r", shape=tuple(header["shape"]))
 
 
+def write_video(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray | None = None, fps: int = FPS,
+                rate: int = AUDIO_RATE, crf: int = 18) -> int:
+    """Encode uint8 RGB frames as H.264 (yuv420p, or yuv444p when a side is odd) with ``audio`` (mono float samples
+    at ``rate``) muxed in as AAC, through PyAV's bundled FFmpeg; written to a partial file, then renamed."""
+    import av
+
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    count = 0
+    with av.open(str(partial), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.options = {"crf": str(crf)}
+        sound = container.add_stream("aac", rate=rate) if audio is not None else None
+        if sound is not None:
+            sound.layout = "mono"
+        for frame in frames:
+            frame = np.ascontiguousarray(frame)
+            if count == 0:
+                video.height, video.width = frame.shape[:2]
+                video.pix_fmt = "yuv420p" if frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0 else "yuv444p"
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            count += 1
+        container.mux(video.encode())
+        if sound is not None:
+            samples = np.asarray(audio, dtype=np.float32)
+            for start in range(0, len(samples), 1024):
+                block = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
+                block.sample_rate, block.pts, block.time_base = rate, start, Fraction(1, rate)
+                container.mux(sound.encode(block))
+            container.mux(sound.encode())
+    if count == 0:
+        partial.unlink(missing_ok=True)
+        raise BenchError(f"{path}: no frames to encode")
+    os.replace(partial, path)
+    return count
+
+
 # ---------------------------------------------------------------------------------------------------
 # Audio
 

@@ -38,6 +38,7 @@ from bench.hashing import sha256_file, sha256_json
 from bench.store import ResultsStore
 
 GROUND_TRUTH = "ground-truth"
+VIDEO = "video.mp4"  # in every render stage folder: the frames as H.264 with the driving audio muxed in
 
 
 def _renders_fingerprint(path: Path) -> str:
@@ -72,7 +73,8 @@ def _render(method: Method, subject: Subject, checkpoint: Path | None, audio: Dr
     frames = method.render(subject, checkpoint, audio, track)
     bar = tqdm(frames, desc=f"render {method.spec.id}", total=audio.n_frames, disable=not progress, unit="frame")
     count = media.write_frames(out / "frames", bar)
-    return {"frames": count}
+    media.write_video(out / VIDEO, media.open_frames(out / "frames"), audio.samples())
+    return {"frames": count, "video": VIDEO}
 
 
 def not_applicable(spec: MetricSpec, data: MetricInput) -> str | None:
@@ -274,8 +276,14 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         if outcome.cached:
             stored = store.result(run_id, outcome.spec.variant)
             outcome.value = MetricValue(aggregate=stored["value"], per_frame=stored["per_frame"], extras=stored["extras"])
-    result = RunResult(run_id=run_id, spec=spec, outcomes=outcomes, provenance=run_provenance, n_frames=n_frames)
-    reference_metrics = tuple(o.spec.variant for o in outcomes if o.spec.kind is not MetricKind.FULL_REFERENCE)
+    video = render_dir / VIDEO
+    result = RunResult(
+        run_id=run_id, spec=spec, outcomes=outcomes, provenance=run_provenance, n_frames=n_frames,
+        video=video if video.is_file() else None,
+    )
+    reference_metrics = tuple(
+        o.spec.variant for o in outcomes if o.spec.kind is not MetricKind.FULL_REFERENCE or o.spec.ground_truth_row
+    )
     if spec.reference and reference_metrics and method_spec.id != GROUND_TRUTH:
         reference_spec = RunSpec(
             method=GROUND_TRUTH, subject=spec.subject, track=track, metrics=reference_metrics,

@@ -40,8 +40,10 @@ class Registry(Generic[S]):
     """Specs of one kind by id: built-ins first, then entry points; a duplicate id is an error."""
 
     def __init__(
-        self, kind: str, listing: str, spec_type: type, builtins: Callable[[], Iterable[S]], key: str = "id"
+        self, kind: str, listing: str, spec_type: type, builtins: Callable[[], Iterable[S]], key: str = "id",
+        fallback: Callable[[str], S | None] | None = None,
     ):
+        self.fallback = fallback  # looked up, uncached, for an id nobody registered
         self.kind = kind
         self.listing = listing  # `bench list <listing>`
         self.spec_type = spec_type
@@ -86,6 +88,9 @@ class Registry(Generic[S]):
         folded = {k.lower(): k for k in specs}
         if spec_id.lower() in folded:
             return specs[folded[spec_id.lower()]]
+        found = self.fallback(spec_id) if self.fallback else None
+        if found is not None:
+            return found
         close = difflib.get_close_matches(spec_id, list(specs), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise BenchError(f"unknown {self.kind} {spec_id!r}{hint} (`bench list {self.listing}` shows all)")
@@ -112,13 +117,28 @@ def _catalog() -> Any:
     return importlib.import_module("bench.datasets.catalog")
 
 
+def _user_prepared_subject(subject_id: str) -> SubjectSpec | None:
+    """A subject the user prepared from their own video (``bench prepare path.mp4 --name ID``)."""
+    import json
+
+    from bench import home
+
+    pointer = home.prepared_pointer(subject_id)
+    if not pointer.is_file():
+        return None
+    video = json.loads(pointer.read_text())["video"]
+    return SubjectSpec(id=subject_id, description=f"prepared by the user from {video}", video_path=video)
+
+
 methods: Registry[MethodSpec] = Registry(
     "method", "methods", MethodSpec, lambda: _package_specs("bench.methods", "spec")
 )
 metrics: Registry[MetricSpec] = Registry(
     "metric", "metrics", MetricSpec, lambda: _package_specs("bench.metrics", None), key="variant"
 )
-subjects: Registry[SubjectSpec] = Registry("subject", "subjects", SubjectSpec, lambda: _catalog().SUBJECTS)
+subjects: Registry[SubjectSpec] = Registry(
+    "subject", "subjects", SubjectSpec, lambda: _catalog().SUBJECTS, fallback=_user_prepared_subject
+)
 audio: Registry[AudioSpec] = Registry("audio", "audio", AudioSpec, lambda: _catalog().AUDIO)
 
 ALL = {r.listing: r for r in (methods, metrics, subjects, audio)}

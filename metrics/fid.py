@@ -11,6 +11,9 @@ distance between the two (``pytorch_fid.fid_score.calculate_frechet_distance``).
 - Statistics: mean and ``np.cov(rowvar=False)`` of the float64 features, as pytorch-fid's
   ``calculate_activation_statistics``. The ground truth's are cached per GT content (sha256 of the frame bytes and
   shape) and per weights file under ``$BENCH_HOME/fid_stats`` as pytorch-fid-compatible ``.npz`` (``mu``, ``sigma``).
+- Ground-truth row (self-split): FID of a set against itself is 0, which says nothing, so when the prediction *is*
+  the ground truth (same frame bytes) the value is the FID between the first and second half of the GT frames: the
+  floor that sampling alone gives at N/2 frames. Every result also records it in ``extras["gt_self_split"]``.
 - Small N: with fewer frames than feature dimensions (2048) the covariances are singular; pytorch-fid then adds
   1e-6 to their diagonals when the matrix square root is not finite. FID is biased upward at small N (it falls as
   N grows), so only compare FIDs computed over the same number of frames; ``extras`` records N and whether the
@@ -50,6 +53,7 @@ SPECS = (
         description="FID of predicted vs GT frame sets: pytorch-fid Inception pool3 (2048-d), bilinear resize to 299",
         assets=(INCEPTION_ASSET,),
         requires=("torch", "pytorch_fid", "scipy"),
+        ground_truth_row=True,
     ),
 )
 
@@ -146,21 +150,28 @@ class PytorchFidPool3(Metric):
                 out[part] = model(batch)[0].reshape(-1, FEATURE_DIM).cpu().numpy()
         return out
 
-    def reference_stats(self, model: torch.nn.Module, gt: np.ndarray) -> tuple[GaussianStats, bool]:
-        """GT statistics from the cache, or computed and cached (written atomically); True on a cache hit."""
+    def reference_stats(self, model: torch.nn.Module, gt: np.ndarray) -> tuple[GaussianStats, float | None, bool]:
+        """GT statistics and self-split FID (None under 4 frames) from the cache, or computed and cached (written
+        atomically); True on a cache hit."""
         path = self.stats_cache_path(frames_sha256(gt))
         if path.is_file():
             with contextlib.suppress(*_UNREADABLE_NPZ), np.load(path) as stored:
                 stats = GaussianStats(mu=stored["mu"], sigma=stored["sigma"], n=int(stored["n"]))
+                self_split = float(stored["self_split"])
                 if stats.mu.shape == (FEATURE_DIM,) and stats.sigma.shape == (FEATURE_DIM, FEATURE_DIM):
-                    return stats, True
-        stats = GaussianStats.of(self.features(model, gt))
+                    return stats, None if np.isnan(self_split) else self_split, True
+        features = self.features(model, gt)
+        stats = GaussianStats.of(features)
+        half = len(features) // 2
+        self_split = None
+        if half >= 2:
+            self_split = frechet_distance(GaussianStats.of(features[:half]), GaussianStats.of(features[half:2 * half]))[0]
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         with partial.open("wb") as file:
-            np.savez(file, mu=stats.mu, sigma=stats.sigma, n=stats.n)
+            np.savez(file, mu=stats.mu, sigma=stats.sigma, n=stats.n, self_split=np.nan if self_split is None else self_split)
         os.replace(partial, path)
-        return stats, False
+        return stats, self_split, False
 
     def compute(self, data: MetricInput) -> MetricValue:
         from bench.metrics._frames import torch_device
@@ -168,13 +179,19 @@ class PytorchFidPool3(Metric):
         if len(data.pred) < 2 or len(data.gt) < 2:
             raise BenchError(f"FID needs at least 2 frames per set; got {len(data.pred)} predicted, {len(data.gt)} GT")
         model = build_inception(self.assets[INCEPTION_ASSET]).to(torch_device())
-        gt_stats, cache_hit = self.reference_stats(model, data.gt)
+        gt_stats, self_split, cache_hit = self.reference_stats(model, data.gt)
+        ground_truth_row = frames_sha256(data.pred) == frames_sha256(data.gt)
+        if ground_truth_row and self_split is None:
+            raise BenchError(f"the ground truth's self-split FID needs at least 4 frames; got {len(data.gt)}")
         pred_stats = GaussianStats.of(self.features(model, data.pred))
         value, eps_offset = frechet_distance(pred_stats, gt_stats)
         return MetricValue(
-            aggregate=value,
+            aggregate=self_split if ground_truth_row else value,
             per_frame=None,
             extras={
+                "ground_truth_row": ground_truth_row,
+                "gt_self_split": self_split,
+                "gt_self_split_frames": len(data.gt) // 2,
                 "frames_pred": pred_stats.n,
                 "frames_gt": gt_stats.n,
                 "feature_dim": FEATURE_DIM,

@@ -86,6 +86,31 @@ def mirror(monkeypatch, pypi_assets) -> Path:
     return path
 
 
+REAL_CLIP_FRAMES = 75
+
+
+def write_clip(path: Path, frames: np.ndarray, audio: np.ndarray | None, rate: int = 16000) -> Path:
+    from bench import media
+
+    media.write_video(path, frames, audio, rate=rate, crf=12)
+    return path
+
+
+@pytest.fixture
+def clip_source(mirror) -> tuple[np.ndarray, np.ndarray]:
+    """The first 3 s of a real HDTF clip from the mirror: (frames (75, 512, 512, 3), 16 kHz mono audio)."""
+    from bench import assets, media
+
+    video = assets.fetch("hdtf_RD_Radio34_000")
+    frames = []
+    for frame in media.iter_video(video):
+        frames.append(frame)
+        if len(frames) == REAL_CLIP_FRAMES:
+            break
+    audio = media.decode_audio(video)[: REAL_CLIP_FRAMES * 640].astype(np.float32)
+    return np.stack(frames), audio
+
+
 def make_video(path: Path, n_frames: int = 55, size: int = 192, fps: int = 25, audio_rate: int = 16000, channels: int = 1) -> Path:
     """A synthetic talking-head stand-in: a moving bright square on a gradient, with a 220 Hz tone."""
     import av

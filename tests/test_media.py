@@ -75,3 +75,18 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(BenchError, match="no such file"):
         media.video_info(tmp_path / "missing.mp4")
+
+
+def test_write_video_muxes_audio_and_handles_odd_sizes(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = np.broadcast_to(rng.integers(0, 255, (5, 1, 1, 3), dtype=np.uint8), (5, 33, 47, 3)).copy()  # flat colours
+    tone = (0.4 * np.sin(2 * np.pi * 220 * np.arange(3200) / 16000)).astype(np.float32)  # 0.2 s = 5 frames
+    assert media.write_video(tmp_path / "odd.mp4", frames, tone) == 5  # odd sides: yuv444p, no chroma halving
+    decoded = np.stack(list(media.iter_video(tmp_path / "odd.mp4")))
+    assert decoded.shape == frames.shape and np.abs(decoded.astype(int) - frames).mean() < 3
+    audio = media.decode_audio(tmp_path / "odd.mp4")
+    n = min(len(audio), len(tone))
+    assert abs(len(audio) - len(tone)) < 2048 and np.corrcoef(audio[:n], tone[:n])[0, 1] > 0.9
+    with pytest.raises(BenchError, match="no frames"):
+        media.write_video(tmp_path / "empty.mp4", [], None)
+    assert not list(tmp_path.glob("*empty*"))  # no partial file left behind

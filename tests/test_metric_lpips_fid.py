@@ -278,8 +278,8 @@ def test_fid_gt_statistics_are_cached_per_content_and_written_atomically(test_we
     metric = registry.load_object(spec.impl)(spec, pipeline.resolve_assets(spec))
     model = fid_module.build_inception(metric.assets["pytorch_fid_inception"])
     gt = _frames(n=3)
-    first, hit_first = metric.reference_stats(model, gt)
-    second, hit_second = metric.reference_stats(model, np.array(gt))  # same content, another array
+    first, _, hit_first = metric.reference_stats(model, gt)
+    second, _, hit_second = metric.reference_stats(model, np.array(gt))  # same content, another array
     assert (hit_first, hit_second) == (False, True)
     np.testing.assert_array_equal(first.sigma, second.sigma)
     stored = list((bench_home / "fid_stats").rglob("*"))
@@ -289,19 +289,31 @@ def test_fid_gt_statistics_are_cached_per_content_and_written_atomically(test_we
         np.testing.assert_array_equal(npz["mu"], first.mu)
     changed = gt.copy()
     changed[0, 0, 0, 0] ^= 1
-    assert metric.reference_stats(model, changed)[1] is False
+    assert metric.reference_stats(model, changed)[2] is False
     files[0].write_bytes(b"truncated")  # a damaged cache file is recomputed, not trusted
-    assert metric.reference_stats(model, gt)[1] is False
+    assert metric.reference_stats(model, gt)[2] is False
 
 
-def test_fid_of_identical_sets_is_zero_through_the_pipeline(test_weights):
-    gt = _frames(n=4)
+def test_fid_of_the_ground_truth_is_its_self_split_and_copies_score_near_zero(test_weights):
+    gt = _frames(n=6)
     value = _compute(FID_VARIANT, gt, gt)
-    assert value.aggregate == pytest.approx(0.0, abs=1e-3)
     assert value.per_frame is None
     extras = value.extras
-    assert (extras["frames_pred"], extras["frames_gt"], extras["feature_dim"]) == (4, 4, 2048)
+    assert (extras["frames_pred"], extras["frames_gt"], extras["feature_dim"]) == (6, 6, 2048)
     assert extras["gt_stats_cache_hit"] is False and "bilinear" in extras["resize"]
+    spec = registry.metrics.get(FID_VARIANT)
+    metric = registry.load_object(spec.impl)(spec, pipeline.resolve_assets(spec))
+    features = metric.features(fid_module.build_inception(metric.assets["pytorch_fid_inception"]), gt)
+    halves = [fid_module.GaussianStats.of(features[:3]), fid_module.GaussianStats.of(features[3:])]
+    assert extras["ground_truth_row"] and extras["gt_self_split_frames"] == 3
+    assert value.aggregate == extras["gt_self_split"] == pytest.approx(fid_module.frechet_distance(*halves)[0])
+    assert value.aggregate > 0
+
+    copy = gt.copy()
+    copy[0, 0, 0, 0] ^= 1  # not byte-identical: an ordinary prediction, FID near 0 against the GT
+    near = _compute(FID_VARIANT, copy, gt)
+    assert not near.extras["ground_truth_row"] and near.aggregate == pytest.approx(0.0, abs=1e-2)
+    assert near.extras["gt_stats_cache_hit"] and near.extras["gt_self_split"] == extras["gt_self_split"]
 
 
 def test_fid_without_inception_weights_is_unavailable_naming_the_asset():

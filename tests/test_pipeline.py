@@ -1,6 +1,7 @@
 """The run pipeline on a synthetic subject: stage caching, result caching, resume after kill -9 and Ctrl-C,
 concurrent writers, OOD audio, imported renders and bad input."""
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import bench_command, make_video, run_bench
 
-from bench import home, pipeline, stages
+from bench import home, pipeline, registry, stages
 from bench.contracts import BenchError, RunSpec, Track
 from bench.store import ResultsStore
 
@@ -20,6 +21,23 @@ from bench.store import ResultsStore
 def _results(store_path):
     rows = ResultsStore(store_path).query()
     return {(r["method"], r["variant"]): r["value"] for r in rows}
+
+
+def _assert_video_matches(result, spec):
+    """The render's mp4 holds the scored frames (within H.264 error) and the driving audio (within AAC error)."""
+    from bench import media
+    from bench.datasets.prepare import driving_audio
+
+    assert result.video is not None and result.video.name == "video.mp4"
+    frames = np.stack(list(media.iter_video(result.video)))
+    rendered = media.open_frames(result.video.parent / "frames")
+    assert frames.shape == rendered.shape
+    assert 10 * np.log10(255**2 / np.mean((frames.astype(float) - rendered) ** 2)) > 25  # noisy frames, yuv420p
+    expected = driving_audio(pipeline.prepare_subject(spec.subject), spec.audio).samples()
+    muxed = media.decode_audio(result.video)
+    assert abs(len(muxed) - len(expected)) < 2048  # AAC pads to whole 1024-sample frames
+    n = min(len(muxed), len(expected))
+    assert np.corrcoef(muxed[:n], expected[:n])[0, 1] > 0.9
 
 
 def _train_log(tmp_path, monkeypatch):
@@ -36,6 +54,7 @@ def test_run_records_results_and_reuses_every_stage(plugin, tmp_path, monkeypatc
     assert {o.spec.variant: o.cached for o in first.outcomes} == {"psnr@frame-mean": False, "mean_abs@test": False}
     psnr = next(o.value for o in first.outcomes if o.spec.variant == "psnr@frame-mean")
     assert 25 < psnr.aggregate < 40 and psnr.per_frame.shape == (5,)  # GT plus noise of sigma 8
+    _assert_video_matches(first, spec)
 
     second = pipeline.run(spec, progress=False)
     assert second.run_id == first.run_id and all(o.cached for o in second.outcomes)
@@ -97,6 +116,7 @@ def test_ood_audio_skips_full_reference_metrics(plugin, mirror):
     assert "ground-truth" in by_variant["psnr@frame-mean"].unavailable
     assert by_variant["mean_abs@test"].value is not None
     assert result.n_frames == 272  # zozo.wav: 174,088 samples at 16 kHz, 640 per frame
+    _assert_video_matches(result, result.spec)
 
 
 def test_capabilities_are_enforced(plugin, mirror):
@@ -244,7 +264,7 @@ def test_results_cli_formats(plugin):
     assert all(r["run_provenance"]["packages"]["numpy"] for r in rows)
 
 
-def test_ground_truth_reference_row_for_no_reference_metrics(plugin, mirror):
+def test_ground_truth_reference_row_for_no_reference_metrics(plugin, mirror, monkeypatch):
     result = pipeline.run(RunSpec(method="echo", subject="tiny", audio="zozo", metrics=("mean_abs",)), progress=False)
     assert result.reference is not None and result.reference.spec.method == "ground-truth"
     reference = result.reference.outcomes[0]
@@ -253,3 +273,9 @@ def test_ground_truth_reference_row_for_no_reference_metrics(plugin, mirror):
     assert rows == {("echo", "zozo"), ("ground-truth", "self")}
     full_reference_only = pipeline.run(RunSpec(method="echo", subject="tiny", metrics=("psnr",)), progress=False)
     assert full_reference_only.reference is None
+
+    # a full-reference metric that scores the ground truth itself (FID's self-split) gets the reference row too
+    specs = registry.metrics.all()
+    monkeypatch.setitem(specs, "psnr@frame-mean", dataclasses.replace(specs["psnr@frame-mean"], ground_truth_row=True))
+    with_row = pipeline.run(RunSpec(method="echo", subject="tiny", metrics=("psnr",), seed=1), progress=False)
+    assert with_row.reference is not None and with_row.reference.outcomes[0].spec.variant == "psnr@frame-mean"

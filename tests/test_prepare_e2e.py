@@ -3,55 +3,10 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import pytest
-from conftest import run_bench
-
-N_FRAMES = 75
-
-
-def write_clip(path: Path, frames: np.ndarray, audio: np.ndarray | None, rate: int = 16000) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=25)
-        video.width, video.height = frames.shape[2], frames.shape[1]
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": "12"}
-        stream = container.add_stream("aac", rate=rate) if audio is not None else None
-        if stream is not None:
-            stream.layout = "mono"
-        for frame in frames:
-            for packet in video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        if stream is not None:
-            for start in range(0, len(audio), 1024):
-                block = av.AudioFrame.from_ndarray(audio[None, start : start + 1024], format="fltp", layout="mono")
-                block.sample_rate, block.pts, block.time_base = rate, start, Fraction(1, rate)
-                for packet in stream.encode(block):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    return path
-
-
-@pytest.fixture
-def clip_source(mirror):
-    from bench import assets, media
-
-    video = assets.fetch("hdtf_RD_Radio34_000")
-    frames = []
-    for frame in media.iter_video(video):
-        frames.append(frame)
-        if len(frames) == N_FRAMES:
-            break
-    audio = media.decode_audio(video)[: N_FRAMES * 640].astype(np.float32)
-    return np.stack(frames), audio
+from conftest import run_bench, write_clip
 
 
 def test_prepare_export_inspect_and_resume(clip_source, tmp_path, bench_home):

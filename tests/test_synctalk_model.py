@@ -89,3 +89,39 @@ def test_training_lowers_the_loss_and_resuming_gives_the_uninterrupted_weights(t
         assert torch.equal(want, got), f"{name} differs after resuming"
     for want, got in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
         assert torch.equal(want, got)
+
+
+def test_torso_field_learns_the_torso_behind_a_frozen_head_and_resumes_exactly(tmp_path):
+    from bench.methods.synctalk.torso import TorsoField, TorsoTrainer, frequency_encode, pixel_coordinates
+
+    assert frequency_encode(torch.zeros(5, 2), 8).shape == (5, 34) and frequency_encode(torch.zeros(1, 6), 3).shape == (1, 42)
+    data = _synthetic_subject(side=32)
+    data.images[:, 24:, 6:26] = torch.tensor([30, 60, 200], dtype=torch.uint8)  # a blue "torso" the plate lacks
+    plate = torch.full((32, 32, 3), 90, dtype=torch.uint8)
+    head = _trainer(data).ema  # untrained: its empty occupancy grid lets every ray through to the torso
+    config = {"rays": 256, "lr_grid": 3e-2, "lr_net": 3e-3, "iters_torso": 200, "checkpoint_every": 50}
+    audio = torch.randn(len(data.images), 1, 80, 16, generator=torch.Generator().manual_seed(1))
+
+    def trainer() -> TorsoTrainer:
+        torch.manual_seed(0)
+        return TorsoTrainer(head, TorsoField(n_codes=len(data.images)), data, plate, audio, config, 5, torch.device("cpu"))
+
+    straight = trainer()
+    (tmp_path / "a").mkdir()
+    straight.train(tmp_path / "a", progress=False)
+    losses = straight.losses
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), f"loss {np.mean(losses[:5]):.4f} -> {np.mean(losses[-10:]):.4f}"
+    with torch.no_grad():
+        alpha, colour, _ = straight.torso(pixel_coordinates(32), data.poses[0], 0)
+    alpha = alpha.reshape(32, 32)
+    assert alpha[26:, 10:22].mean() > 0.5 and alpha[:4].mean() < 0.3  # opaque on the torso, clear where the plate shows
+    assert colour.reshape(32, 32, 3)[26:, 10:22, 2].mean() > 0.6  # blue
+
+    (tmp_path / "b").mkdir()
+    interrupted = trainer()
+    interrupted.train(tmp_path / "b", until=100, progress=False)
+    resumed = trainer()
+    assert resumed.load(tmp_path / "b") and resumed.step_count == 100
+    resumed.train(tmp_path / "b", progress=False)
+    for (name, want), got in zip(straight.torso.state_dict().items(), resumed.torso.state_dict().values()):
+        assert torch.equal(want, got), f"{name} differs after resuming"

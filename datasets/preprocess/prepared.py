@@ -22,23 +22,21 @@ from bench.datasets import preprocess
 from bench.datasets.preprocess.core import StepOutcome, SubjectSource, run_steps
 
 
-def pointer_path(subject_id: str) -> Path:
-    return home.bench_home() / "prepared" / f"{subject_id}.json"
-
-
 def resolve_source(target: str, name: str | None = None) -> SubjectSource:
     """A registered subject id, or a path to a video (named ``name`` or after the file)."""
     from bench import registry
     from bench.datasets.prepare import subject_video
     from bench.hashing import sha256_file
 
-    if target not in registry.subjects.all():
-        path = Path(target)
-        if not path.is_file():
-            raise BenchError(f"{target!r} is neither a registered subject (bench list subjects) nor a video file")
+    path = Path(target)
+    if target not in registry.subjects.all() and path.is_file():
         return SubjectSource(id=name or path.stem, video=path.resolve(), sha256=sha256_file(path))
-    video, sha = subject_video(registry.subjects.get(target))
-    return SubjectSource(id=name or target, video=video, sha256=sha)
+    try:
+        spec = registry.subjects.get(target)  # registered, or prepared earlier from the user's video
+    except BenchError:
+        raise BenchError(f"{target!r} is neither a subject (bench list subjects, or one you prepared) nor a video file") from None
+    video, sha = subject_video(spec)
+    return SubjectSource(id=name or spec.id, video=video, sha256=sha)
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def prepare(
     wanted = list(steps) if steps else list(available)
     outcomes = run_steps(source, available, wanted, options, force=wanted if force else (), progress=progress, on_step=on_step)
     folders = {name: outcome.folder for name, outcome in outcomes.items()}
-    pointer = pointer_path(source.id)
+    pointer = home.prepared_pointer(source.id)
     if pointer.is_file():
         previous = json.loads(pointer.read_text())
         if previous.get("sha256") == source.sha256:
@@ -120,7 +118,7 @@ def prepare(
 
 def open_prepared(subject_id: str) -> PreparedSubject:
     """The latest preparation of ``subject_id`` (nothing is run)."""
-    pointer = pointer_path(subject_id)
+    pointer = home.prepared_pointer(subject_id)
     if not pointer.is_file():
         raise BenchError(f"subject {subject_id!r} is not prepared yet: run `bench prepare {subject_id}`")
     record = json.loads(pointer.read_text())

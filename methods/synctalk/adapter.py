@@ -7,6 +7,8 @@
 - Head track: the head is rendered over the frame's own torso image composited over the background plate (as the
   released code does in head-only mode). Portrait track (Portrait-Sync Generator): that render pasted into the
   original frame through the frame's soft face-only mask, out = render·m + frame·(1 − m).
+- ``torso=true`` adds SyncTalk's optional torso stage after the head (``torso.py``, ``torso.pt``): the head track is then
+  rendered over the learned torso over the plate instead of the frame's GT torso (head track only).
 - Self audio renders the test split with its own poses and expressions; OOD audio replays poses, expressions,
   torso and (portrait) frames from the training split in ping-pong order, as the released code does.
 """
@@ -119,8 +121,8 @@ class SyncTalk(Method):
         config = presets.resolve(self.config)
         if config["pose"] not in ("stabilised", "raw"):
             raise BenchError(f"pose={config['pose']!r}: use stabilised or raw")
-        if config["torso"]:
-            raise BenchError("torso=true: the 2-D torso field is not part of bench's SyncTalk yet; the head is composited over the GT torso")
+        if not isinstance(config["torso"], bool):
+            raise BenchError(f"torso={config['torso']!r}: use true or false")
         return config
 
     def _prepare(self, subject: Subject):
@@ -132,7 +134,7 @@ class SyncTalk(Method):
         import torch
 
         from bench import media
-        from bench.methods.synctalk.data import load_subject
+        from bench.methods.synctalk.data import HeadBackgrounds, load_subject
         from bench.methods.synctalk.training import Trainer, loss_trend
 
         config = self._config()
@@ -151,6 +153,10 @@ class SyncTalk(Method):
         resumed_at = trainer.state.step if trainer.load(resume) else 0
         state = trainer.train(resume)
         torch.save(trainer.ema.state_dict(), checkpoint_dir / "model.pt")
+        torso_meta = None
+        if config["torso"]:
+            plate = HeadBackgrounds(prepared).plate
+            torso_meta = self._train_torso(trainer.ema, data, plate, inputs, config, resume, checkpoint_dir)
         meta = {
             "config": config,
             "audio_encoder": kind,
@@ -161,11 +167,29 @@ class SyncTalk(Method):
             "train_seconds": round(state.seconds, 1),
             "iterations_per_second": round(state.step / state.seconds, 3) if state.seconds else None,
             "loss_trend": loss_trend(state.losses),
+            "torso": torso_meta,
             "device": str(_device()),
             "prepared_steps": {name: str(folder) for name, folder in prepared.folders.items()},
         }
         (checkpoint_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         shutil.rmtree(resume, ignore_errors=True)
+
+    def _train_torso(self, head, data, plate: np.ndarray, inputs, config: dict[str, Any], resume: Path,
+                     checkpoint_dir: Path) -> dict[str, Any]:
+        """The optional torso stage behind the frozen (EMA) head; writes ``torso.pt``."""
+        import torch
+
+        from bench.methods.synctalk.data import resize_stack
+        from bench.methods.synctalk.torso import TorsoField, TorsoTrainer
+        from bench.methods.synctalk.training import loss_trend
+
+        plate_tensor = torch.from_numpy(resize_stack(plate[None], data.size)[0])
+        torso = TorsoField(n_codes=data.split.train.stop)
+        trainer = TorsoTrainer(head, torso, data, plate_tensor, inputs, config, self.seed, _device())
+        trainer.load(resume)
+        trainer.train(resume)
+        torch.save(torso.state_dict(), checkpoint_dir / "torso.pt")
+        return {"steps": trainer.step_count, "train_seconds": round(trainer.seconds, 1), "loss_trend": loss_trend(trainer.losses)}
 
     def load(self, subject: Subject, checkpoint_dir: Path):
         import torch
@@ -180,17 +204,32 @@ class SyncTalk(Method):
         model.load_state_dict(torch.load(checkpoint_dir / "model.pt", map_location="cpu", weights_only=True))
         return model.to(_device()).eval(), prepared, data, meta, config
 
+    @staticmethod
+    def _load_torso(checkpoint_dir: Path, data, device):
+        import torch
+
+        from bench.methods.synctalk.torso import TorsoField
+
+        torso = TorsoField(n_codes=data.split.train.stop)
+        torso.load_state_dict(torch.load(checkpoint_dir / "torso.pt", map_location="cpu", weights_only=True))
+        return torso.to(device).eval()
+
     def render(self, subject: Subject, checkpoint_dir: Path | None, audio: DrivingAudio, track: Track) -> Iterator[np.ndarray]:
         import torch
 
         from bench import media
         from bench.methods.synctalk.data import HeadBackgrounds
         from bench.methods.synctalk.model import mirror_index
+        from bench.methods.synctalk.torso import pixel_coordinates
 
         if checkpoint_dir is None:
             raise BenchError("synctalk renders from a trained checkpoint")
+        if self._config()["torso"] and track is Track.PORTRAIT:
+            raise BenchError("torso=true renders the head track only: the portrait track pastes the face into the original "
+                             "frame, whose torso is real (SyncTalk cannot combine --torso and --portrait either)")
         model, prepared, data, meta, config = self.load(subject, checkpoint_dir)
         device = _device()
+        torso = self._load_torso(checkpoint_dir, data, device) if config["torso"] else None
         frames = prepared.frames()
         side = frames.shape[1]
         if audio.id == SELF_AUDIO:
@@ -205,11 +244,16 @@ class SyncTalk(Method):
         head_background = HeadBackgrounds(prepared)
         face = prepared.array("parsing", "face_soft.npy")
         intrinsics = data.intrinsics(side)
+        coords = pixel_coordinates(side).to(device)
+        plate = torch.from_numpy(head_background.plate).to(device).float().reshape(-1, 3) / 255
         for index, source in enumerate(sources):
             audio_frame = source if audio.id == SELF_AUDIO else index
             with torch.no_grad():
                 code = model.encode_audio(inputs, audio_frame)
-                background = torch.from_numpy(head_background(source)).to(device).float() / 255
+                if torso is None:
+                    background = torch.from_numpy(head_background(source)).to(device).float() / 255
+                else:
+                    background = torso.background(coords, data.poses[source].to(device), 0, plate)[0].reshape(side, side, 3)
                 image = model.render_frame(
                     data.poses[source].to(device), intrinsics, side, code, data.expressions[source].to(device), background
                 )

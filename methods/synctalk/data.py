@@ -68,7 +68,7 @@ class HeadBackgrounds:
     def __init__(self, prepared: PreparedSubject) -> None:
         from PIL import Image
 
-        self.plate = np.asarray(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
+        self.plate = np.array(Image.open(prepared.folder("background") / "bc.png").convert("RGB"))
         self.torso = prepared.array("torso", "torso.npy")
 
     def __call__(self, index: int) -> np.ndarray:
@@ -104,7 +104,7 @@ class SubjectData:
 
 def expressions(prepared: PreparedSubject, kind: str) -> np.ndarray:
     if kind == "blendshapes":
-        return np.asarray(prepared.array("capture", "upper7.npy"), dtype=np.float32)
+        return np.array(prepared.array("capture", "upper7.npy"), dtype=np.float32)  # a writable copy for torch
     if kind == "au45":
         path = prepared.folder("capture") / "au45.npy"
         if not path.is_file():

@@ -11,6 +11,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_size": 512,  # training image side (poses and intrinsics scaled to it)
         "iters_coarse": 100_000,
         "iters_fine": 25_000,
+        "iters_torso": 150_000,  # only with torso=true (the released README's torso run)
         "rays": 256 * 256,
         "patch_size": 64,  # fine-stage LPIPS patches (16 patches of 64² = 256² rays)
         "levels": 14,  # the paper's "L=14, F=1" (the released code has 12)
@@ -26,6 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_size": 512,
         "iters_coarse": 12_000,
         "iters_fine": 3_000,
+        "iters_torso": 3_000,
         "rays": 256 * 256,
         "patch_size": 64,
         "levels": 12,
@@ -41,6 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train_size": 128,
         "iters_coarse": 500,
         "iters_fine": 100,
+        "iters_torso": 300,
         "rays": 64 * 64,
         "patch_size": 16,
         "levels": 12,

@@ -42,6 +42,17 @@ class TrainState:
     seconds: float = 0.0
 
 
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a resume checkpoint atomically (a partial file, then a rename): an interruption never leaves half."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    return torch.load(path, map_location=device, weights_only=False) if path.is_file() else None
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -116,15 +127,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "state": self.state.__dict__,
         }
-        partial = folder / (CHECKPOINT + ".partial")
-        torch.save(payload, partial)
-        partial.replace(folder / CHECKPOINT)
+        save_checkpoint(folder / CHECKPOINT, payload)
 
     def load(self, folder: Path) -> bool:
-        path = folder / CHECKPOINT
-        if not path.is_file():
+        payload = load_checkpoint(folder / CHECKPOINT, self.device)
+        if payload is None:
             return False
-        payload = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(payload["model"])
         self.ema.load_state_dict(payload["ema"])
         self.optimizer.load_state_dict(payload["optimizer"])
