@@ -183,10 +183,13 @@ class PytorchFidPool3(Metric):
         ground_truth_row = frames_sha256(data.pred) == frames_sha256(data.gt)
         if ground_truth_row and self_split is None:
             raise BenchError(f"the ground truth's self-split FID needs at least 4 frames; got {len(data.gt)}")
-        pred_stats = GaussianStats.of(self.features(model, data.pred))
-        value, eps_offset = frechet_distance(pred_stats, gt_stats)
+        if ground_truth_row:  # the prediction is the GT: its statistics are the GT's, and its value the self-split
+            pred_stats, value, eps_offset = gt_stats, self_split, False
+        else:
+            pred_stats = GaussianStats.of(self.features(model, data.pred))
+            value, eps_offset = frechet_distance(pred_stats, gt_stats)
         return MetricValue(
-            aggregate=self_split if ground_truth_row else value,
+            aggregate=value,
             per_frame=None,
             extras={
                 "ground_truth_row": ground_truth_row,
