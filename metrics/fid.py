@@ -150,10 +150,11 @@ class PytorchFidPool3(Metric):
                 out[part] = model(batch)[0].reshape(-1, FEATURE_DIM).cpu().numpy()
         return out
 
-    def reference_stats(self, model: torch.nn.Module, gt: np.ndarray) -> tuple[GaussianStats, float | None, bool]:
+    def reference_stats(self, model: torch.nn.Module, gt: np.ndarray, gt_sha256: str | None = None
+                        ) -> tuple[GaussianStats, float | None, bool]:
         """GT statistics and self-split FID (None under 4 frames) from the cache, or computed and cached (written
-        atomically); True on a cache hit."""
-        path = self.stats_cache_path(frames_sha256(gt))
+        atomically); True on a cache hit. ``gt_sha256`` is ``frames_sha256(gt)`` when the caller has it."""
+        path = self.stats_cache_path(gt_sha256 or frames_sha256(gt))
         if path.is_file():
             with contextlib.suppress(*_UNREADABLE_NPZ), np.load(path) as stored:
                 stats = GaussianStats(mu=stored["mu"], sigma=stored["sigma"], n=int(stored["n"]))
@@ -179,8 +180,9 @@ class PytorchFidPool3(Metric):
         if len(data.pred) < 2 or len(data.gt) < 2:
             raise BenchError(f"FID needs at least 2 frames per set; got {len(data.pred)} predicted, {len(data.gt)} GT")
         model = build_inception(self.assets[INCEPTION_ASSET]).to(torch_device())
-        gt_stats, self_split, cache_hit = self.reference_stats(model, data.gt)
-        ground_truth_row = frames_sha256(data.pred) == frames_sha256(data.gt)
+        gt_sha256 = frames_sha256(data.gt)
+        gt_stats, self_split, cache_hit = self.reference_stats(model, data.gt, gt_sha256)
+        ground_truth_row = frames_sha256(data.pred) == gt_sha256
         if ground_truth_row and self_split is None:
             raise BenchError(f"the ground truth's self-split FID needs at least 4 frames; got {len(data.gt)}")
         if ground_truth_row:  # the prediction is the GT: its statistics are the GT's, and its value the self-split

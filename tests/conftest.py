@@ -86,6 +86,41 @@ def mirror(monkeypatch, pypi_assets) -> Path:
     return path
 
 
+def install_fan_test_weights(folder: Path, monkeypatch) -> tuple[dict, dict]:
+    """Random-weight S3FD (torch zip state dict, 65 tensors) and 2D-FAN-4 (legacy torch format, 945 tensors, no
+    BatchNorm num_batches_tracked, like the 2017 file) under their upstream names in ``folder``, which goes first in
+    BENCH_ASSET_MIRROR; the catalog entries get these files' sha256 and size. Returns (detector, landmarks) state."""
+    import collections
+    import hashlib
+    from dataclasses import replace
+
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    from bench import assets
+    from bench.metrics import lmd
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    detector = s3fd().state_dict()
+    landmarks = collections.OrderedDict(
+        (k, v) for k, v in FAN(4).state_dict().items() if not k.endswith("num_batches_tracked")
+    )
+    assert len(detector) == 65 and len(landmarks) == 945  # the tensor counts of the published files
+    torch.save(detector, folder / "s3fd-619a316812.pth")
+    torch.save(landmarks, folder / "2DFAN4-11f355bf06.pth.tar", _use_new_zipfile_serialization=False)
+    catalog = dict(assets.catalog())
+    for name, file in ((lmd.FAN_DETECTOR, "s3fd-619a316812.pth"), (lmd.FAN_LANDMARKS, "2DFAN4-11f355bf06.pth.tar")):
+        data = (folder / file).read_bytes()
+        catalog[name] = replace(catalog[name], sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    monkeypatch.setattr(assets, "catalog", lambda: catalog)
+    mirrors = [str(folder)] + [m for m in os.environ.get("BENCH_ASSET_MIRROR", "").split(os.pathsep) if m]
+    monkeypatch.setenv("BENCH_ASSET_MIRROR", os.pathsep.join(mirrors))
+    assets._verified.clear()
+    return detector, landmarks
+
+
 REAL_CLIP_FRAMES = 75
 
 

@@ -6,16 +6,14 @@ path with created checkpoints in the real files' formats. AUE: a real OpenFace C
 checked against TalkingGaussian's auerror.py formula, and the FeatureExtraction path with a stand-in binary.
 """
 
-import collections
-import hashlib
 import stat
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import install_fan_test_weights
 
 from bench import assets, media, registry
 from bench.contracts import BenchError, MetricInput
@@ -152,31 +150,8 @@ def test_dlib_black_frame_is_nan_and_counted(dlib_metric, demo_frames):
 
 @pytest.fixture
 def fan_checkpoints(tmp_path, monkeypatch):
-    """Random-weight S3FD (torch zip state dict) and 2D-FAN-4 (legacy-format plain OrderedDict without BatchNorm
-    num_batches_tracked, like the 2017 file), under their upstream names in a mirror folder; the catalog
-    entries are replaced by ones with these files' sha256 and size."""
-    import torch
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-    from face_alignment.models import FAN
-
-    torch.manual_seed(0)
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    detector = s3fd().state_dict()
-    landmarks = collections.OrderedDict(
-        (k, v) for k, v in FAN(4).state_dict().items() if not k.endswith("num_batches_tracked")
-    )
-    assert len(detector) == 65 and len(landmarks) == 945  # the tensor counts of the published files
-    torch.save(detector, mirror / "s3fd-619a316812.pth")
-    torch.save(landmarks, mirror / "2DFAN4-11f355bf06.pth.tar", _use_new_zipfile_serialization=False)
-    catalog = dict(assets.catalog())
-    for name, file in ((lmd.FAN_DETECTOR, "s3fd-619a316812.pth"), (lmd.FAN_LANDMARKS, "2DFAN4-11f355bf06.pth.tar")):
-        data = (mirror / file).read_bytes()
-        catalog[name] = replace(catalog[name], sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    monkeypatch.setattr(assets, "catalog", lambda: catalog)
-    monkeypatch.setenv("BENCH_ASSET_MIRROR", str(mirror))
-    assets._verified.clear()
-    return detector, landmarks
+    """Created S3FD and 2D-FAN-4 checkpoints in the published formats, found through bench's asset lookup."""
+    return install_fan_test_weights(tmp_path / "mirror", monkeypatch)
 
 
 def test_fan_loads_both_checkpoints_from_assets_and_scores(fan_checkpoints):

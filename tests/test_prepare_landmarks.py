@@ -4,18 +4,15 @@ random-weight networks saved in the real asset formats."""
 
 from __future__ import annotations
 
-import collections
 import csv
-import hashlib
 import itertools
-import os
 import time
-from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import install_fan_test_weights
 from prep_fixtures import context, fake_step
 
 from bench import assets, media
@@ -184,29 +181,9 @@ def test_auto_falls_back_to_dlib_and_fan_asked_for_without_weights_is_an_error(m
 
 @pytest.fixture
 def fan_weights(mirror, tmp_path, monkeypatch):
-    """Random-weight S3FD (torch zip state dict, 65 tensors) and 2D-FAN-4 (legacy torch format, 945 tensors, no
-    BatchNorm num_batches_tracked) under their upstream names in a mirror folder made here, ahead of the shared
-    mirror; the catalog entries get these files' sha256 and size."""
-    import torch
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-    from face_alignment.models import FAN
-
-    torch.manual_seed(0)
-    folder = tmp_path / "fan_mirror"
-    folder.mkdir()
-    detector = s3fd().state_dict()
-    fan = collections.OrderedDict((k, v) for k, v in FAN(4).state_dict().items() if not k.endswith("num_batches_tracked"))
-    assert len(detector) == 65 and len(fan) == 945
-    torch.save(detector, folder / "s3fd-619a316812.pth")
-    torch.save(fan, folder / "2DFAN4-11f355bf06.pth.tar", _use_new_zipfile_serialization=False)
-    catalog = dict(assets.catalog())
-    for name, file in ((lmd.FAN_DETECTOR, "s3fd-619a316812.pth"), (lmd.FAN_LANDMARKS, "2DFAN4-11f355bf06.pth.tar")):
-        data = (folder / file).read_bytes()
-        catalog[name] = replace(catalog[name], sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    monkeypatch.setattr(assets, "catalog", lambda: catalog)
-    monkeypatch.setenv("BENCH_ASSET_MIRROR", os.pathsep.join([str(folder), os.environ["BENCH_ASSET_MIRROR"]]))
-    assets._verified.clear()
-    return folder
+    """Created S3FD and 2D-FAN-4 checkpoints in the published formats, ahead of the shared mirror."""
+    install_fan_test_weights(tmp_path / "fan_mirror", monkeypatch)
+    return tmp_path / "fan_mirror"
 
 
 def test_fan_backend_runs_from_checkpoints_in_the_real_formats(fan_weights, tmp_path):

@@ -179,23 +179,12 @@ def test_bisenet_method_labels_frames_with_a_created_checkpoint(tmp_path):
     offline_ctx = context(tmp_path / "b", "parsing", {"ingest": ingest, "landmarks": landmarks}, {"method": "bisenet"})
     with pytest.raises(BenchError, match="needs BiSeNet weights"):
         parsing.run(offline_ctx)
-    missing = context(
-        tmp_path / "c",
-        "parsing",
-        {"ingest": ingest, "landmarks": landmarks},
-        {"bisenet_weights": str(tmp_path / "nope.pth")},
-    )
-    with pytest.raises(BenchError, match="no such file"):
-        parsing.run(missing)
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    wrong = context(
-        tmp_path / "d",
-        "parsing",
-        {"ingest": ingest, "landmarks": landmarks},
-        {"bisenet_weights": str(tmp_path / "other.pth")},
-    )
-    with pytest.raises(BenchError, match="not a face-parsing.PyTorch BiSeNet"):
-        parsing.run(wrong)
+    for folder, weights, error in (("c", "nope.pth", "no such file"), ("d", "other.pth", "not a face-parsing.PyTorch BiSeNet")):
+        bad = context(tmp_path / folder, "parsing", {"ingest": ingest, "landmarks": landmarks},
+                      {"bisenet_weights": str(tmp_path / weights)})
+        with pytest.raises(BenchError, match=error):
+            parsing.run(bad)
 
 
 def test_background_recovers_the_static_background_where_it_is_seen(tmp_path):

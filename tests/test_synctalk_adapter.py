@@ -57,6 +57,10 @@ def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, t
     torso_meta = json.loads((torso_trained.checkpoint / "meta.json").read_text())["torso"]
     assert torso_meta["steps"] == 20 and (torso_trained.checkpoint / "torso.pt").is_file()
     assert with_torso.outcomes[0].value.aggregate > 10
+    # same seed, same head: only the background changed, from the frame's GT torso to the learned torso field
+    head_frames = media.open_frames(head.video.parent / "frames")
+    torso_frames = media.open_frames(with_torso.video.parent / "frames")
+    assert np.abs(torso_frames.astype(int) - head_frames).mean() > 1
     with pytest.raises(BenchError, match="head track only"):
         pipeline.run(RunSpec(method="synctalk", subject="clip", track=Track.PORTRAIT, config={**TINY, "torso": True}),
                      progress=False)

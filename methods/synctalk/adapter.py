@@ -244,8 +244,9 @@ class SyncTalk(Method):
         head_background = HeadBackgrounds(prepared)
         face = prepared.array("parsing", "face_soft.npy")
         intrinsics = data.intrinsics(side)
-        coords = pixel_coordinates(side).to(device)
-        plate = torch.from_numpy(head_background.plate).to(device).float().reshape(-1, 3) / 255
+        if torso is not None:
+            coords = pixel_coordinates(side).to(device)
+            plate = torch.from_numpy(head_background.plate).to(device).float().reshape(-1, 3) / 255
         for index, source in enumerate(sources):
             audio_frame = source if audio.id == SELF_AUDIO else index
             with torch.no_grad():
