@@ -139,7 +139,7 @@ def scale_to_unit_range(features: np.ndarray, ranges: np.ndarray) -> np.ndarray:
 
 def live_features(grey: np.ndarray) -> np.ndarray:
     """The 36 features of ``brisque_feature.m`` for (N, H, W) grey frames in [0, 255]."""
-    from bench.metrics.niqe import SHAPE_GRID, gamma_tables, aggd_fit, circular_product, ggd_fit, imresize_half, mscn
+    from bench.metrics.niqe import SHAPE_GRID, aggd_fit, circular_product, gamma_tables, ggd_fit, imresize_half, mscn
 
     tables = gamma_tables()
     n = len(grey)
@@ -162,7 +162,8 @@ def live_features(grey: np.ndarray) -> np.ndarray:
 
 
 class LiveBRISQUE(Metric):
-    batch_size = 8
+    batch_size = 1
+    """A frame at a time: its full-frame arrays then stay in cache (about a fifth faster than batches of 8)."""
 
     def __init__(self, spec: MetricSpec, assets: Mapping[str, Path]) -> None:
         super().__init__(spec, assets)
@@ -232,8 +233,8 @@ def pypi_scale_features(grey: np.ndarray) -> np.ndarray:
 
     from bench.metrics.niqe import FLAT_RESIDUE, gaussian_blur
 
-    mu = gaussian_blur(grey, mode="constant")
-    deviation = np.sqrt(np.abs(mu * mu - gaussian_blur(grey * grey, mode="constant")))
+    mu = gaussian_blur(grey, "zero")
+    deviation = np.sqrt(np.abs(mu * mu - gaussian_blur(grey * grey, "zero")))
     coefficients = (grey - mu) / (deviation + 1 / 255)
     coefficients[np.abs(coefficients) < FLAT_RESIDUE] = 0.0
     n = len(grey)
