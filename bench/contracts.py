@@ -200,6 +200,7 @@ class Method(abc.ABC):
         self.spec = spec
         self.config = dict(config)
         self.seed = seed
+        self.progress = True  # whether long work (training) may show progress bars; the pipeline sets it
 
     def train(self, subject: Subject, checkpoint_dir: Path) -> None:
         """Fit the method to ``subject``, writing everything render needs into ``checkpoint_dir``.

@@ -148,6 +148,7 @@ def train(spec: RunSpec, progress: bool = True) -> Trained:
     config = method_config(spec)
     subject = prepare_subject(spec.subject, progress)
     method: Method = registry.load_object(method_spec.impl)(method_spec, config, spec.seed)
+    method.progress = progress
     inputs = {
         "method": method_spec.id,
         "method_version": method_spec.version,

@@ -24,7 +24,7 @@ def clip_subject(clip_source, tmp_path, single_torch_thread):
     prepare(str(write_clip(tmp_path / "clip.mp4", frames, audio)), name="clip", progress=False)
 
 
-def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, tmp_path, monkeypatch):
+def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, tmp_path, monkeypatch, capfd):
     from bench import media, pipeline
     from bench.datasets.preprocess.prepared import open_prepared
     from bench.methods.synctalk.data import HeadBackgrounds
@@ -37,6 +37,7 @@ def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, t
     meta = json.loads((trained.checkpoint / "meta.json").read_text())
     assert meta["steps"] == 36 and meta["audio_encoder"] == "mel" and meta["torso"] is None
     assert head.video is not None and len(list(media.iter_video(head.video))) == 7
+    assert "train synctalk" not in capfd.readouterr().err  # progress=False (--no-progress) hides the training bar
 
     portrait = pipeline.run(
         RunSpec(method="synctalk", subject="clip", track=Track.PORTRAIT, config=TINY, metrics=("psnr",)), progress=False

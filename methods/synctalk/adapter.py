@@ -128,7 +128,7 @@ class SyncTalk(Method):
     def _prepare(self, subject: Subject):
         from bench.datasets.preprocess.prepared import prepare
 
-        return prepare(subject.id, options=self.config.get("prepare_options") or None)
+        return prepare(subject.id, options=self.config.get("prepare_options") or None, progress=self.progress)
 
     def train(self, subject: Subject, checkpoint_dir: Path) -> None:
         import torch
@@ -151,7 +151,7 @@ class SyncTalk(Method):
         resume = checkpoint_dir.parent / f".{key}.resume"
         resume.mkdir(exist_ok=True)
         resumed_at = trainer.state.step if trainer.load(resume) else 0
-        state = trainer.train(resume)
+        state = trainer.train(resume, progress=self.progress)
         torch.save(trainer.ema.state_dict(), checkpoint_dir / "model.pt")
         torso_meta = None
         if config["torso"]:
@@ -187,7 +187,7 @@ class SyncTalk(Method):
         torso = TorsoField(n_codes=data.split.train.stop)
         trainer = TorsoTrainer(head, torso, data, plate_tensor, inputs, config, self.seed, _device())
         trainer.load(resume)
-        trainer.train(resume)
+        trainer.train(resume, progress=self.progress)
         torch.save(torso.state_dict(), checkpoint_dir / "torso.pt")
         return {"steps": trainer.step_count, "train_seconds": round(trainer.seconds, 1), "loss_trend": loss_trend(trainer.losses)}
 
