@@ -332,3 +332,74 @@ def test_aue_reports_a_failing_openface_binary_in_one_line(tmp_path, monkeypatch
     monkeypatch.setenv(aue.OPENFACE_BIN_ENV, str(tmp_path / "missing" / "FeatureExtraction"))
     with pytest.raises(BenchError, match="not an executable"):
         compute_metric(spec, MetricInput(pred=frames, gt=frames, audio=None))
+
+
+# py-feat's CSVs: the columns Detector.detect(..., save=CSV) writes (py-feat 2.1), landmarks and emotions trimmed
+PYFEAT_HEADER = ["frame", "FaceRectX", "FaceRectY", "FaceRectWidth", "FaceRectHeight", "FaceScore", "x_0", "y_0",
+                 *aue.PYFEAT_AUS, "Pitch", "Roll", "Yaw", "happiness", "neutral", "input", "approx_time"]
+
+
+def _pyfeat_csv(path: Path, rows: list[tuple[int, float, np.ndarray]]) -> Path:
+    """A py-feat CSV with one row per (0-based frame, face score, 20 AU probabilities); NaN AUs = no face found."""
+    table = pd.DataFrame(
+        [[frame, 10.0, 20.0, 100.0, 120.0, score, 1.0, 2.0, *aus, 0.1, 0.2, 0.3, 0.5, 0.5, "clip.mp4", frame / 25]
+         for frame, score, aus in rows],
+        columns=PYFEAT_HEADER,
+    )
+    table.to_csv(path, index=False)
+    return path
+
+
+def _pyfeat_aue(pred_csv: Path, gt_csv: Path, n_frames: int):
+    spec = registry.metrics.get("aue@pyfeat-xgb-20au")
+    frames = np.zeros((n_frames, 1, 1, 3), dtype=np.uint8)
+    options = {"pyfeat_csv_pred": str(pred_csv), "pyfeat_csv_gt": str(gt_csv)}
+    return compute_metric(spec, MetricInput(pred=frames, gt=frames, audio=None, options=options))
+
+
+def test_pyfeat_aue_against_the_formula_with_faces_missing_and_doubled(tmp_path):
+    rng = np.random.default_rng(7)
+    gt_aus, pred_aus = rng.uniform(0, 1, (2, 30, len(aue.PYFEAT_AUS)))
+    gt_rows = [(f, 0.99, gt_aus[f]) for f in range(30) if f != 4]  # frame 4: no face in the GT, so no row
+    pred_rows = [(f, 0.99, pred_aus[f]) for f in range(30)]
+    pred_rows[9] = (9, 0.99, np.full(len(aue.PYFEAT_AUS), np.nan))  # frame 9: a row without a face
+    pred_rows.append((12, 0.40, rng.uniform(0, 1, len(aue.PYFEAT_AUS))))  # a second, less certain face: ignored
+    value = _pyfeat_aue(_pyfeat_csv(tmp_path / "pred.csv", pred_rows), _pyfeat_csv(tmp_path / "gt.csv", gt_rows), 30)
+    # the formula on the frames both sides have, pairing frames by py-feat's 0-based frame number
+    kept = [f for f in range(30) if f not in (4, 9)]
+    error = (pd.DataFrame(pred_aus[kept]) - pd.DataFrame(gt_aus[kept])) ** 2
+    assert value.aggregate == pytest.approx(error.mean().sum(), rel=1e-12)
+    lower = [aue.PYFEAT_AUS.index(au) for au in aue.PYFEAT.lower_face]
+    upper = [aue.PYFEAT_AUS.index(au) for au in aue.PYFEAT.upper_face]
+    assert sorted(lower + upper) == list(range(len(aue.PYFEAT_AUS)))
+    assert value.extras["aue_lower"] == pytest.approx(error[lower].mean().sum(), rel=1e-12)
+    assert value.extras["aue_upper"] == pytest.approx(error[upper].mean().sum(), rel=1e-12)
+    assert np.isnan(value.per_frame[[4, 9]]).all() and value.extras["frames_unscored"] == 2
+    assert value.extras["frames_pred"] == {"no_row": 0, "untracked": 1, "rows_beyond": 0}
+    assert value.extras["frames_gt"] == {"no_row": 1, "untracked": 0, "rows_beyond": 0}
+
+
+def test_pyfeat_aue_known_shift_and_one_line_errors(tmp_path):
+    aus = np.random.default_rng(8).uniform(0.2, 0.8, (10, len(aue.PYFEAT_AUS)))
+    gt = _pyfeat_csv(tmp_path / "gt.csv", [(f, 0.99, aus[f]) for f in range(10)])
+    shifted = aus.copy()
+    shifted[:, aue.PYFEAT_AUS.index("AU43")] += 0.1  # eyes: upper face
+    pred = _pyfeat_csv(tmp_path / "pred.csv", [(f, 0.99, shifted[f]) for f in range(10)])
+    value = _pyfeat_aue(pred, gt, 10)
+    assert value.aggregate == pytest.approx(0.01, abs=1e-12) and value.extras["aue_upper"] == pytest.approx(0.01)
+    assert value.extras["aue_lower"] == 0.0 and value.extras["per_au"]["AU43"] == pytest.approx(0.01)
+    spec = registry.metrics.get("aue@pyfeat-xgb-20au")
+    frames = np.zeros((3, 1, 1, 3), dtype=np.uint8)
+    with pytest.raises(BenchError, match="pyfeat_csv_pred=") as nothing:
+        compute_metric(spec, MetricInput(pred=frames, gt=frames, audio=None))
+    assert "\n" not in str(nothing.value)
+    with pytest.raises(BenchError, match="missing AU01, AU02"):
+        _pyfeat_aue(_openface_like(tmp_path), gt, 3)
+
+
+def _openface_like(tmp_path: Path) -> Path:
+    """An OpenFace-style CSV (AU columns named AU01_r ...): not what the py-feat variant reads."""
+    path = tmp_path / "openface.csv"
+    path.write_text("frame, face_id, confidence, success, " + ", ".join(f"{au}_r" for au in aue.AUS) + "\n"
+                    + "1, 0, 0.98, 1, " + ", ".join("0.5" for _ in aue.AUS) + "\n")
+    return path
