@@ -13,7 +13,7 @@ from typing import Any
 
 import bench
 
-PACKAGES = ("numpy", "scipy", "av", "pillow", "torch", "torchvision", "piq", "pooch", "pandas")
+PACKAGES = ("numpy", "scipy", "opencv-python", "av", "pillow", "torch", "torchvision", "piq", "pooch", "pandas")
 
 
 @cache

@@ -51,6 +51,7 @@ SPECS = (
         description="BRISQUE per frame as the LIVE MATLAB release computes it (rgb2gray, MATLAB imresize), its SVR "
         "allmodel and allrange; mean over frames",
         assets=("brisque_live_allmodel",),
+        requires=("cv2", "scipy"),
     ),
     MetricSpec(
         id="brisque",
@@ -61,6 +62,7 @@ SPECS = (
         description="BRISQUE per frame as the brisque 0.2.0 package computes it, with the SVR and ranges its wheel "
         "ships; mean over frames",
         assets=("brisque_pypi_svm", "brisque_pypi_ranges"),
+        requires=("cv2", "scipy"),
     ),
 )
 

@@ -54,6 +54,7 @@ SPECS = (
         description="NIQE per frame as the LIVE MATLAB release computes it (rgb2gray, 96x96 blocks, 2 scales, "
         "MATLAB imresize), LIVE pristine model; mean over frames",
         assets=("niqe_live_pristine_params",),
+        requires=("cv2", "scipy"),
     ),
 )
 

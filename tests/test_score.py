@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from conftest import make_video, run_bench
 from PIL import Image
 
@@ -31,6 +32,23 @@ def test_score_frame_folder_and_image_without_gt(tmp_path):
     assert "inf" in same and "1.0000" in same
     alone = run_bench("score", str(folder / "1.png")).stdout
     assert "needs ground-truth frames" in alone
+
+
+def test_score_real_renders_with_audio(mirror):
+    """The issue's real-video check: a SyncTalk render of May scored against GeneFace's render of May (the
+    shorter, 272 frames, decides), with the demo's driving audio: NIQE, BRISQUE and dlib LMD on every frame."""
+    rendered = mirror / "rendered"
+    out = json.loads(run_bench(
+        "score", str(rendered / "synctalk_may_short_demo.mp4"), "--gt", str(rendered / "geneface_may_zozo.mp4"),
+        "--audio", str(mirror / "audio" / "synctalk_test.wav"),
+        "--metrics", "niqe@live,brisque@live,lmd@dlib-mouth20-centred-px", "--format", "json",
+    ).stdout)
+    assert out["alignment"]["scored_frames"] == 272 and out["inputs"]["audio"]["sha256"]
+    values = {m["variant"]: m for m in out["metrics"]}
+    for variant, expected in (("niqe@live", 5.0136), ("brisque@live", 26.596), ("lmd@dlib-mouth20-centred-px", 3.3406)):
+        assert values[variant]["unavailable"] is None and values[variant]["extras"]["frames_unscored"] == 0
+        assert values[variant]["value"] == pytest.approx(expected, rel=1e-3), variant
+    assert values["lmd@dlib-mouth20-centred-px"]["extras"]["no_face_pred"] == 0
 
 
 def test_score_bad_input_is_a_one_line_error(tmp_path):
