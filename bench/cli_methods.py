@@ -17,6 +17,7 @@ def cmd_train_ave(args: argparse.Namespace) -> int:
     from bench.datasets.preprocess.prepared import prepare
     from bench.hashing import sha256_json
     from bench.methods.synctalk.ave import AveClip, train_ave
+    from bench.methods.synctalk.training import save_checkpoint
 
     subjects = [s.strip() for s in args.subjects.split(",") if s.strip()]
     if not subjects:
@@ -28,16 +29,16 @@ def cmd_train_ave(args: argparse.Namespace) -> int:
         clips.append(AveClip(frames, np.asarray(prepared.array("landmarks", "lms68.npy")),
                              media.read_wav(prepared.folder("ingest") / "audio.wav")))
         sources[subject] = prepared.sha256
+    settings = {"subjects": sources, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    out = Path(args.out) if args.out else home.bench_home() / "ave" / f"ave-{sha256_json(settings)[:12]}.pth"
+    if out.exists() and not args.overwrite:
+        raise BenchError(f"{out} exists; pass --overwrite or another --out (results are never silently replaced)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     state, report = train_ave(clips, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                               device=device, progress=not args.no_progress)
-    settings = {"subjects": sources, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
-    out = Path(args.out) if args.out else home.bench_home() / "ave" / f"ave-{sha256_json(settings)[:12]}.pth"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists() and not args.overwrite:
-        raise BenchError(f"{out} exists; pass --overwrite or another --out (results are never silently replaced)")
-    torch.save(state, out)
-    summary = {key: value for key, value in report.items() if key not in ("losses",)}
+    save_checkpoint(out, state)
+    summary = {key: value for key, value in report.items() if key != "losses"}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "device": device, "report": report}, indent=1, default=str))
     print(json.dumps(summary, indent=1, default=str))
     print(f"audio-visual encoder: {out}  (use it with --config ave_path={out})")

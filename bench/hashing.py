@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,3 +24,13 @@ def canonical_json(value: Any) -> str:
 
 def sha256_json(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def options_fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Options with every value that names a file replaced by (path, sha256), for cache keys: a rewritten file
+    changes the key even though its path does not."""
+    fingerprint: dict[str, Any] = {}
+    for key, value in options.items():
+        path = Path(str(value)).expanduser()
+        fingerprint[key] = [str(path.resolve()), sha256_file(path)] if isinstance(value, str) and path.is_file() else value
+    return fingerprint

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from bench.contracts import (
     Track,
 )
 from bench.datasets.prepare import driving_audio, prepare_subject
-from bench.hashing import sha256_file, sha256_json
+from bench.hashing import options_fingerprint, sha256_file, sha256_json
 from bench.store import ResultsStore
 
 GROUND_TRUTH = "ground-truth"
@@ -46,15 +45,6 @@ def _renders_fingerprint(path: Path) -> str:
     if path.is_dir():
         return sha256_json(sorted((p.name, sha256_file(p)) for p in path.iterdir() if p.is_file()))
     return sha256_file(path)
-
-
-def options_fingerprint(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Metric options with every value that names a file replaced by (path, sha256): a rewritten file changes it."""
-    fingerprint: dict[str, Any] = {}
-    for key, value in options.items():
-        path = Path(str(value)).expanduser()
-        fingerprint[key] = [str(path.resolve()), sha256_file(path)] if isinstance(value, str) and path.is_file() else value
-    return fingerprint
 
 
 def method_config(spec: RunSpec) -> dict[str, Any]:
@@ -172,8 +162,10 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
         tracks = ", ".join(t.value for t in capabilities.tracks)
         raise BenchError(f"method {method_spec.id!r} has no {track.value} track (it has: {tracks})")
     metric_specs = registry.select_metrics(spec.metrics)
-    if spec.audio != SELF_AUDIO and not capabilities.ood_audio:
-        raise BenchError(f"method {method_spec.id!r} cannot be driven by OOD audio {spec.audio!r}")
+    if spec.audio != SELF_AUDIO:
+        if not capabilities.ood_audio:
+            raise BenchError(f"method {method_spec.id!r} cannot be driven by OOD audio {spec.audio!r}")
+        registry.audio.get(spec.audio)  # an unknown audio id fails now, not after training
     trained = train(spec, progress)
     method, subject, config, checkpoint = trained.method, trained.subject, trained.config, trained.checkpoint
     audio = driving_audio(subject, spec.audio)

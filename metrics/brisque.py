@@ -235,12 +235,9 @@ def pypi_scale_features(grey: np.ndarray) -> np.ndarray:
     """The 18 features of one scale of (N, H, W) grey frames in [0, 1], as ``BRISQUE.calculate_brisque_features``."""
     from scipy.special import gamma
 
-    from bench.metrics.niqe import FLAT_RESIDUE, gaussian_blur
+    from bench.metrics.niqe import mscn
 
-    mu = gaussian_blur(grey, "zero")
-    deviation = np.sqrt(np.abs(mu * mu - gaussian_blur(grey * grey, "zero")))
-    coefficients = (grey - mu) / (deviation + 1 / 255)
-    coefficients[np.abs(coefficients) < FLAT_RESIDUE] = 0.0
+    coefficients = mscn(grey, "zero", stabiliser=1 / 255)
     n = len(grey)
     shape, left, right = aggd_fit_exact(coefficients.reshape(n, -1))
     features = [shape, (left**2 + right**2) / 2]

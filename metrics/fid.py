@@ -27,7 +27,9 @@ import hashlib
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,6 +128,17 @@ def build_inception(weights: Path) -> torch.nn.Module:
     return model.eval()
 
 
+@dataclass(frozen=True)
+class GroundTruthStats:
+    """The GT's statistics, its self-split FID (None under 4 frames) and whether that needed pytorch-fid's eps
+    offset, and whether they came from the cache."""
+
+    stats: GaussianStats
+    self_split: float | None
+    self_split_eps_offset: bool
+    cache_hit: bool
+
+
 class PytorchFidPool3(Metric):
     batch_size = 16
 
@@ -150,45 +163,50 @@ class PytorchFidPool3(Metric):
                 out[part] = model(batch)[0].reshape(-1, FEATURE_DIM).cpu().numpy()
         return out
 
-    def reference_stats(self, model: torch.nn.Module, gt: np.ndarray, gt_sha256: str | None = None
-                        ) -> tuple[GaussianStats, float | None, bool]:
-        """GT statistics and self-split FID (None under 4 frames) from the cache, or computed and cached (written
-        atomically); True on a cache hit. ``gt_sha256`` is ``frames_sha256(gt)`` when the caller has it."""
+    def reference_stats(self, model: Callable[[], torch.nn.Module], gt: np.ndarray, gt_sha256: str | None = None
+                        ) -> GroundTruthStats:
+        """The GT's statistics from the cache, or computed and cached (written atomically). ``model`` gives the
+        Inception network, asked for only on a cache miss; ``gt_sha256`` is ``frames_sha256(gt)`` when the caller
+        has it."""
         path = self.stats_cache_path(gt_sha256 or frames_sha256(gt))
         if path.is_file():
             with contextlib.suppress(*_UNREADABLE_NPZ), np.load(path) as stored:
                 stats = GaussianStats(mu=stored["mu"], sigma=stored["sigma"], n=int(stored["n"]))
                 self_split = float(stored["self_split"])
                 if stats.mu.shape == (FEATURE_DIM,) and stats.sigma.shape == (FEATURE_DIM, FEATURE_DIM):
-                    return stats, None if np.isnan(self_split) else self_split, True
-        features = self.features(model, gt)
+                    split = None if np.isnan(self_split) else self_split
+                    return GroundTruthStats(stats, split, bool(stored["self_split_eps_offset"]), True)
+        features = self.features(model(), gt)
         stats = GaussianStats.of(features)
         half = len(features) // 2
-        self_split = None
+        self_split, eps_offset = None, False
         if half >= 2:
-            self_split = frechet_distance(GaussianStats.of(features[:half]), GaussianStats.of(features[half:2 * half]))[0]
+            self_split, eps_offset = frechet_distance(GaussianStats.of(features[:half]),
+                                                      GaussianStats.of(features[half:2 * half]))
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         with partial.open("wb") as file:
-            np.savez(file, mu=stats.mu, sigma=stats.sigma, n=stats.n, self_split=np.nan if self_split is None else self_split)
+            np.savez(file, mu=stats.mu, sigma=stats.sigma, n=stats.n, self_split_eps_offset=eps_offset,
+                     self_split=np.nan if self_split is None else self_split)
         os.replace(partial, path)
-        return stats, self_split, False
+        return GroundTruthStats(stats, self_split, eps_offset, False)
 
     def compute(self, data: MetricInput) -> MetricValue:
         from bench.metrics._frames import torch_device
 
         if len(data.pred) < 2 or len(data.gt) < 2:
             raise BenchError(f"FID needs at least 2 frames per set; got {len(data.pred)} predicted, {len(data.gt)} GT")
-        model = build_inception(self.assets[INCEPTION_ASSET]).to(torch_device())
+        model = cache(lambda: build_inception(self.assets[INCEPTION_ASSET]).to(torch_device()))  # loaded when needed
         gt_sha256 = frames_sha256(data.gt)
-        gt_stats, self_split, cache_hit = self.reference_stats(model, data.gt, gt_sha256)
+        reference = self.reference_stats(model, data.gt, gt_sha256)
+        gt_stats, self_split = reference.stats, reference.self_split
         ground_truth_row = frames_sha256(data.pred) == gt_sha256
         if ground_truth_row and self_split is None:
             raise BenchError(f"the ground truth's self-split FID needs at least 4 frames; got {len(data.gt)}")
         if ground_truth_row:  # the prediction is the GT: its statistics are the GT's, and its value the self-split
-            pred_stats, value, eps_offset = gt_stats, self_split, False
+            pred_stats, value, eps_offset = gt_stats, self_split, reference.self_split_eps_offset
         else:
-            pred_stats = GaussianStats.of(self.features(model, data.pred))
+            pred_stats = GaussianStats.of(self.features(model(), data.pred))
             value, eps_offset = frechet_distance(pred_stats, gt_stats)
         return MetricValue(
             aggregate=value,
@@ -200,7 +218,7 @@ class PytorchFidPool3(Metric):
                 "frames_pred": pred_stats.n,
                 "frames_gt": gt_stats.n,
                 "feature_dim": FEATURE_DIM,
-                "gt_stats_cache_hit": cache_hit,
+                "gt_stats_cache_hit": reference.cache_hit,
                 "eps_offset_added": eps_offset,
                 "resize": RESIZE_RULE,
                 "small_n_bias": "N < 2048: covariances are singular and FID is biased upward; compare only equal N",

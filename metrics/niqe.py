@@ -117,19 +117,15 @@ def separable_filter(images: np.ndarray, taps: np.ndarray, border: str, anchor: 
     return out
 
 
-def gaussian_blur(images: np.ndarray, border: str) -> np.ndarray:
-    """The 7x7 Gaussian window over (N, H, W) images (``border`` as in ``separable_filter``)."""
-    return separable_filter(images, gaussian_window(), border)
-
-
 FLAT_BOUNDS = (float(np.nextafter(-FLAT_RESIDUE, 0)), float(np.nextafter(FLAT_RESIDUE, 0)))
 """|x| < FLAT_RESIDUE as the inclusive range OpenCV's ``inRange`` tests."""
 
 
-def mscn(images: np.ndarray, border: str) -> np.ndarray:
-    """Mean-subtracted contrast-normalised coefficients of (N, H, W) images in [0, 255]: (I - mu) / (sigma + 1), with
-    local mean and deviation from the 7x7 Gaussian window. ``border``: "replicate" (NIQE's ``imfilter``) or "zero"
-    (BRISQUE's ``filter2``).
+def mscn(images: np.ndarray, border: str, stabiliser: float = 1.0) -> np.ndarray:
+    """Mean-subtracted contrast-normalised coefficients of (N, H, W) images: (I - mu) / (sigma + C), with local mean
+    and deviation from the 7x7 Gaussian window. ``border``: "replicate" (NIQE's ``imfilter``) or "zero" (BRISQUE's
+    ``filter2``); C = ``stabiliser``: 1 for images in [0, 255] (the LIVE code), 1/255 for the brisque package's
+    [0, 1] images.
 
     In a flat neighbourhood I - mu is 0 in exact arithmetic but comes out as +-1e-14 residue whose sign depends on
     the last bits of the window; the AGGD fits count every nonzero sample on one side, so that residue would move
@@ -148,10 +144,10 @@ def mscn(images: np.ndarray, border: str) -> np.ndarray:
         cv2.subtract(sigma, cv2.multiply(mu, mu), dst=sigma)
         np.abs(sigma, out=sigma)
         cv2.sqrt(sigma, dst=sigma)
-        cv2.add(sigma, 1.0, dst=sigma)
+        sigma += stabiliser
         cv2.subtract(image, mu, dst=coefficients)
         cv2.divide(coefficients, sigma, dst=coefficients)
-        coefficients[cv2.inRange(coefficients, *FLAT_BOUNDS).view(bool)] = 0.0
+        coefficients[cv2.inRange(coefficients, *FLAT_BOUNDS) != 0] = 0.0
     return out
 
 

@@ -278,20 +278,21 @@ def test_fid_gt_statistics_are_cached_per_content_and_written_atomically(test_we
     metric = registry.load_object(spec.impl)(spec, pipeline.resolve_assets(spec))
     model = fid_module.build_inception(metric.assets["pytorch_fid_inception"])
     gt = _frames(n=3)
-    first, _, hit_first = metric.reference_stats(model, gt)
-    second, _, hit_second = metric.reference_stats(model, np.array(gt))  # same content, another array
-    assert (hit_first, hit_second) == (False, True)
-    np.testing.assert_array_equal(first.sigma, second.sigma)
+    first = metric.reference_stats(lambda: model, gt)
+    second = metric.reference_stats(lambda: pytest.fail("a cache hit needs no model"), np.array(gt))  # same content
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    np.testing.assert_array_equal(first.stats.sigma, second.stats.sigma)
+    assert second.self_split == first.self_split and second.self_split_eps_offset == first.self_split_eps_offset
     stored = list((bench_home / "fid_stats").rglob("*"))
     files = [path for path in stored if path.is_file()]
     assert [path.name for path in files] == [f"{fid_module.frames_sha256(gt)}.npz"]
     with np.load(files[0]) as npz:  # pytorch-fid's own stats format: mu, sigma
-        np.testing.assert_array_equal(npz["mu"], first.mu)
+        np.testing.assert_array_equal(npz["mu"], first.stats.mu)
     changed = gt.copy()
     changed[0, 0, 0, 0] ^= 1
-    assert metric.reference_stats(model, changed)[2] is False
+    assert metric.reference_stats(lambda: model, changed).cache_hit is False
     files[0].write_bytes(b"truncated")  # a damaged cache file is recomputed, not trusted
-    assert metric.reference_stats(model, gt)[2] is False
+    assert metric.reference_stats(lambda: model, gt).cache_hit is False
 
 
 def test_fid_of_the_ground_truth_is_its_self_split_and_copies_score_near_zero(test_weights):
@@ -306,7 +307,9 @@ def test_fid_of_the_ground_truth_is_its_self_split_and_copies_score_near_zero(te
     features = metric.features(fid_module.build_inception(metric.assets["pytorch_fid_inception"]), gt)
     halves = [fid_module.GaussianStats.of(features[:3]), fid_module.GaussianStats.of(features[3:])]
     assert extras["ground_truth_row"] and extras["gt_self_split_frames"] == 3
-    assert value.aggregate == extras["gt_self_split"] == pytest.approx(fid_module.frechet_distance(*halves)[0])
+    expected, eps_offset = fid_module.frechet_distance(*halves)
+    assert value.aggregate == extras["gt_self_split"] == pytest.approx(expected)
+    assert extras["eps_offset_added"] is eps_offset
     assert value.aggregate > 0
 
     copy = gt.copy()

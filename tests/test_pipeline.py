@@ -119,9 +119,14 @@ def test_ood_audio_skips_full_reference_metrics(plugin, mirror):
     _assert_video_matches(result, result.spec)
 
 
-def test_capabilities_are_enforced(plugin, mirror):
+def test_capabilities_are_enforced(plugin, mirror, tmp_path, monkeypatch):
     with pytest.raises(BenchError, match="cannot be driven by OOD audio"):
         pipeline.run(RunSpec(method="ground-truth", subject="tiny", audio="zozo"), progress=False)
+    log = tmp_path / "train.log"
+    monkeypatch.setenv("BENCH_TEST_LOG", str(log))
+    with pytest.raises(BenchError, match="unknown audio 'zozzo'"):
+        pipeline.run(RunSpec(method="echo", subject="tiny", audio="zozzo"), progress=False)
+    assert not log.exists()  # refused before any training
     with pytest.raises(BenchError, match="no portrait track"):
         pipeline.run(RunSpec(method="echo", subject="tiny", track=Track.PORTRAIT), progress=False)
 

@@ -111,3 +111,29 @@ def test_every_real_step_is_light_to_list_and_declares_known_dependencies():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]", f"listing the steps imported heavy modules: {out[0]}"
     assert out[1] == "True"
+
+
+def test_the_prepared_record_drops_results_made_from_a_step_that_changed(fake_steps, bench_home, monkeypatch):
+    from bench.datasets.preprocess import prepared
+
+    monkeypatch.setattr(prepared.preprocess, "steps", lambda: fake_steps)
+    monkeypatch.setattr(prepared, "resolve_source", lambda target, name=None: SOURCE)
+    first = prepared.prepare("subject", progress=False)
+    assert set(first.folders) == {"a", "b", "c", "d"}
+    redone = prepared.prepare("subject", steps=["b"], options={"b": {"level": 2}}, progress=False)
+    record = prepared.open_prepared("subject")
+    # a and c are still valid; d was made from the old b, so the record must not pair it with the new one
+    assert set(redone.folders) == set(record.folders) == {"a", "b", "c"}
+    assert record.folders["c"] == first.folders["c"] and record.folders["b"] != first.folders["b"]
+
+
+def test_an_option_naming_a_file_counts_by_the_files_content(fake_steps, tmp_path):
+    table = tmp_path / "au.csv"
+    table.write_text("first")
+    first = run_steps(SOURCE, fake_steps, ["b"], options={"b": {"level": str(table)}}, progress=False)
+    CALLS.clear()
+    run_steps(SOURCE, fake_steps, ["b"], options={"b": {"level": str(table)}}, progress=False)
+    assert CALLS == []
+    table.write_text("second")  # same path, new content: b is redone, a is not
+    again = run_steps(SOURCE, fake_steps, ["b"], options={"b": {"level": str(table)}}, progress=False)
+    assert CALLS == ["b"] and again["b"].folder != first["b"].folder

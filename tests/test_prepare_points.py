@@ -10,7 +10,7 @@ import pytest
 
 from bench.contracts import BenchError
 from bench.datasets.preprocess import points
-from tests.prep_fixtures import context, fake_step
+from prep_fixtures import context, fake_step
 
 # Approximate iBUG-68 points from MediaPipe mesh vertices (jaw, brows, nose, eyes, outer and inner lips), standing in
 # for the landmarks step's FAN/dlib points in these tests.
@@ -381,7 +381,8 @@ def test_points_step_needs_a_face(tmp_path):
     folders = {
         "ingest": fake_step(tmp_path, "ingest", frames=frames),
         "parsing": fake_step(tmp_path, "parsing", {"labels.npy": np.zeros((5, 64, 64), np.uint8)}),
-        "landmarks": fake_step(tmp_path, "landmarks", {"lms68.npy": np.zeros((5, 68, 2), np.float32)}),
+        "landmarks": fake_step(tmp_path, "landmarks", {"lms68.npy": np.zeros((5, 68, 2), np.float32),
+                                                     "found.npy": np.ones((5, 2), bool)}),
     }
     with pytest.raises(BenchError, match="no frame has both a head mask"):
         points.run(context(tmp_path, "points", folders))

@@ -8,7 +8,7 @@ import pytest
 
 from bench.contracts import BenchError
 from bench.datasets.preprocess import bundle, face_model, pose
-from tests.prep_fixtures import context, fake_step
+from prep_fixtures import context, fake_step
 
 SIZE = 512
 TRUE_FOCAL = 1100.0

@@ -8,6 +8,7 @@ import torch
 
 from bench.contracts import BenchError
 from bench.methods.synctalk import audio
+from bench.methods.synctalk.model import audio_net_for
 from bench.methods.synctalk.ave import AveClip, lower_face_crops, train_ave
 
 RATE = 16000
@@ -127,9 +128,9 @@ def test_audio_encoder_loads_released_layout(tmp_path):
 def test_feature_heads_and_attention_shapes():
     torch.manual_seed(0)
     assert audio.AudioNetAVE()(torch.randn(5, 8, 512)).shape == (5, 8, 32)
-    assert audio.AudioNet(29)(torch.randn(4, 29, 16)).shape == (4, 32)
-    assert audio.AudioNet(1024)(torch.randn(4, 1024, 2)).shape == (4, 32)
-    assert audio.MelEncoder()(torch.randn(4, 1, 80, 16)).shape == (4, 32)
+    # every encoder the adapter can build, on one 8-frame window of its per-frame input
+    for kind, frame_shape in (("ave", (512,)), ("mel", (1, 80, 16)), ("deepspeech", (29, 16)), ("hubert", (1024, 2))):
+        assert audio_net_for(kind)(torch.randn(8, *frame_shape)).shape == (8, 32), kind
 
     attention = audio.AudioAttNet()
     window = torch.randn(3, 8, 32)
@@ -196,16 +197,7 @@ def synthetic_clip(seed: int, n_frames: int = 250, size: int = 64) -> AveClip:
     return AveClip(frames, np.repeat(points[None], n_frames, axis=0).astype(np.float32), samples)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Training runs on one thread: on a busy 2-core machine two threads contend and run several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_train_ave_learns_sync_on_synthetic_mouth(tmp_path, one_torch_thread):
+def test_train_ave_learns_sync_on_synthetic_mouth(tmp_path, single_torch_thread):
     """Two 10 s clips, 100 steps of 16 pairs (~10-40 s on 2 cores): held-aside sync accuracy from chance to ≥ 0.7."""
     clips = [synthetic_clip(seed) for seed in range(2)]
     state, report = train_ave(
@@ -216,13 +208,14 @@ def test_train_ave_learns_sync_on_synthetic_mouth(tmp_path, one_torch_thread):
     assert before["sync_accuracy"] < 0.6
     assert after["sync_accuracy"] >= 0.7 and after["sync_accuracy"] - before["sync_accuracy"] >= 0.2
     assert after["mean_similarity_synced"] > after["mean_similarity_shifted"]
-    assert len(report["loss"]) == 100 and np.mean(report["sync_loss"][-20:]) < np.mean(report["sync_loss"][:20])
+    losses = report["losses"]
+    assert len(losses["loss"]) == 100 and np.mean(losses["sync_loss"][-20:]) < np.mean(losses["sync_loss"][:20])
 
     torch.save(state, tmp_path / "audio_visual_encoder.pth")
     assert audio.load_ave(tmp_path / "audio_visual_encoder.pth")(torch.zeros(2, 1, 80, 16)).shape == (2, 512)
 
 
-def test_train_ave_is_deterministic_and_checks_its_input(one_torch_thread):
+def test_train_ave_is_deterministic_and_checks_its_input(single_torch_thread):
     clips = [synthetic_clip(3, n_frames=120)]
     first, _ = train_ave(clips, steps=2, batch_size=4, seed=5, progress=False, face_size=32, face_width=4)
     second, _ = train_ave(clips, steps=2, batch_size=4, seed=5, progress=False, face_size=32, face_width=4)

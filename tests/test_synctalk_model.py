@@ -28,8 +28,11 @@ def test_head_field_masks_attention_to_regions_and_backpropagates():
     above = torch.tensor([[0.15, 0.0, 0.0]])
     out_below = field.density(below, torch.ones(32), torch.ones(7))
     out_above = field.density(above, torch.ones(32), torch.ones(7))
-    assert float(out_below["ambient_expression"].detach()) < 0.05 * float(out_above["ambient_expression"].detach()) + 1e-9
-    assert float(out_above["ambient_audio"].detach()) < 0.05 * float(out_below["ambient_audio"].detach()) + 1e-9
+    expression_below, expression_above = (float(o["ambient_expression"].detach()) for o in (out_below, out_above))
+    audio_below, audio_above = (float(o["ambient_audio"].detach()) for o in (out_below, out_above))
+    # each region keeps its own attention (not all zeroed) and the other region's is masked to a small fraction
+    assert expression_above > 1e-6 and audio_below > 1e-6
+    assert expression_below < 0.05 * expression_above and audio_above < 0.05 * audio_below
     points = torch.rand(64, 3) - 0.5
     out = field(points, torch.nn.functional.normalize(torch.randn(64, 3), dim=-1), torch.randn(32), torch.rand(7), 1)
     out["rgb"].sum().backward()

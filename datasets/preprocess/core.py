@@ -25,6 +25,7 @@ import numpy as np
 
 from bench import stages
 from bench.contracts import BenchError
+from bench.hashing import options_fingerprint
 
 STAGE_PREFIX = "prep-"
 
@@ -173,7 +174,7 @@ def run_steps(
             "video_sha256": source.sha256,
             "step": name,
             "version": step.version,
-            "options": step_options,
+            "options": options_fingerprint(step_options),  # an option naming a file counts by its content
             "upstream": {dependency: keys[dependency] for dependency in step.depends},
         }
         stage = STAGE_PREFIX + name

@@ -347,11 +347,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if labels.shape != (count, height, width) or len(lms68) != count:
         raise BenchError(f"points: parsing labels {labels.shape} / landmarks {lms68.shape} do not match the {count} "
                          f"frames of {width}x{height}; re-run those steps (bench prepare --force parsing,landmarks)")
-    found_file = ctx.folder("landmarks") / "found.npy"
-    found = np.load(found_file).any(axis=1) if found_file.is_file() else np.ones(count, bool)
+    found = ctx.load("landmarks", "found.npy")[:, 1]  # the 68-point detector saw a face (not gap-filled)
     has_head = np.array([(labels[index] == HEAD).any() for index in tqdm(range(count), desc="points: heads",
                                                                          disable=not ctx.progress)])
-    has_face = has_head & found & np.isfinite(lms68).all(axis=(1, 2))
+    has_face = has_head & found
     reference = pick_reference(options["reference_frame"], has_face)
 
     rigid = rigid_region(labels[reference] == HEAD, np.asarray(lms68[reference], np.float64), options["edge_margin"])

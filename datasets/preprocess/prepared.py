@@ -19,7 +19,7 @@ import numpy as np
 from bench import home
 from bench.contracts import BenchError, Split
 from bench.datasets import preprocess
-from bench.datasets.preprocess.core import StepOutcome, SubjectSource, run_steps
+from bench.datasets.preprocess.core import StepOutcome, SubjectSource, dependants, run_steps
 
 
 def resolve_source(target: str, name: str | None = None) -> SubjectSource:
@@ -101,7 +101,11 @@ def prepare(
     if pointer.is_file():
         previous = json.loads(pointer.read_text())
         if previous.get("sha256") == source.sha256:
-            folders = {**{k: Path(v) for k, v in previous["folders"].items() if Path(v).is_dir()}, **folders}
+            # keep earlier results of steps not run now, unless they were made from a step whose result changed
+            earlier = {k: Path(v) for k, v in previous["folders"].items() if Path(v).is_dir()}
+            changed = [k for k, folder in folders.items() if earlier.get(k) != folder]
+            stale = dependants(available, changed)
+            folders = {**{k: v for k, v in earlier.items() if k not in stale}, **folders}
     pointer.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "id": source.id,

@@ -155,10 +155,6 @@ class AudioVisualSync(nn.Module):
         self.face = FaceEncoder(face_width)
         self.decoder = FaceDecoder(face_size, face_width)
 
-    def similarity(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        """Eq. 1: cosine similarity per (audio window, face window) pair, in [0, 1]."""
-        return F.cosine_similarity(self.audio(mel), self.face(faces), dim=1)
-
 
 # Data
 
@@ -330,7 +326,7 @@ def train_ave(
         "recon_weight": recon_weight,
         "held_out_fraction": held_out_fraction,
         "train_windows": int(sum(len(c.train_starts) for c in prepared)),
-        **losses,
+        "losses": losses,
         "before": before,
         "after": after,
         "seconds": time.perf_counter() - started,

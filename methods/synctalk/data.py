@@ -24,10 +24,11 @@ LIPS = slice(48, 60)
 
 
 def face_rects(lms: np.ndarray, scale: float, size: int) -> dict[str, np.ndarray]:
-    """Per-frame int rects [x0, x1, y0, y1] (half-open, clipped to the image) at ``size``."""
+    """Per-frame int rects [x0, x1, y0, y1] (half-open, clipped to the image) at ``size``: "lower" (the face below
+    the nose tip, where the loss weights the audio) and "lips" (a square on the lips, for the LPIPS patch)."""
     points = lms * scale
     x0, x1 = points[..., 0].min(1), points[..., 0].max(1)
-    y0, y1 = points[..., 1].min(1), points[..., 1].max(1)
+    y1 = points[..., 1].max(1)
     nose = points[:, NOSE_TIP, 1]
     lips = points[:, LIPS]
     lx0, lx1, ly0, ly1 = lips[..., 0].min(1), lips[..., 0].max(1), lips[..., 1].min(1), lips[..., 1].max(1)
@@ -39,9 +40,7 @@ def face_rects(lms: np.ndarray, scale: float, size: int) -> dict[str, np.ndarray
         return np.clip(box, 0, size).astype(np.int64)
 
     return {
-        "face": rect(x0, x1, y0, y1),
         "lower": rect(x0, x1, nose, y1),
-        "upper": rect(x0, x1, y0, nose),
         "lips": rect(cx - side / 2, cx + side / 2, cy - side / 2, cy + side / 2),
     }
 

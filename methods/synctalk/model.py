@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -14,21 +12,13 @@ from bench.methods.synctalk import rendering
 from bench.methods.synctalk.network import HeadField
 
 
-@dataclass(frozen=True)
-class AudioInputs:
-    """Per-frame audio inputs: AVE/DeepSpeech/HuBERT features (frozen, precomputed) or mel windows (learned)."""
-
-    kind: str  # ave | mel | hubert | deepspeech
-    features: torch.Tensor  # (N, 512) | (N, 80, 16) | (N, 1024, 2) | (N, 29, 16)
-
-
 def audio_net_for(kind: str) -> nn.Module:
     if kind == "ave":
         return audio_module.AudioNetAVE()
     if kind == "mel":
         return audio_module.MelEncoder()
     if kind == "hubert":
-        return audio_module.AudioNet(dim_in=audio_module.HUBERT_SHAPE[1], win_size=audio_module.HUBERT_SHAPE[0])
+        return audio_module.AudioNet(dim_in=audio_module.HUBERT_SHAPE[1])
     if kind == "deepspeech":
         return audio_module.AudioNet()
     raise BenchError(f"unknown audio encoder {kind!r}: use ave, mel, hubert or deepspeech")
@@ -116,8 +106,3 @@ def mirror_index(i: int, n: int) -> int:
         return 0
     period, position = divmod(i, n)
     return position if period % 2 == 0 else n - 1 - position
-
-
-def to_float_image(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(image))
-    return tensor.float() / 255.0

@@ -107,10 +107,6 @@ class HeadField(nn.Module):
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
 
-    def network_parameters(self) -> list[nn.Parameter]:
-        grid = {id(p) for p in self.grid_parameters()}
-        return [p for p in self.parameters() if id(p) not in grid]
-
     def attention(self, encoded: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lip = self.aud_ch_att_net(encoded)
         expression = self.eye_att_net(encoded)

@@ -19,7 +19,7 @@ lipku/LiveTalking (SyncTalk's own .cu was not available; the fork binds the same
   ``morton3D``, ``morton3D_dilation``): one 128^3 cascade over [-bound, bound]^3 for bound 1, stored as SyncTalk stores
   it (buffers ``density_grid`` (1, 128^3) float and ``density_bitfield`` (128^3 / 8,) uint8, both in Morton order, so
   an upstream ``ngp_ep*.pth``'s grid loads as is). Cells outside every training camera's frustum are set to -1 once;
-  every ``UPDATE_INTERVAL`` (16) steps the density is queried at jittered cell centres, max-dilated over the 6
+  every ``grid_update_every`` (16) training steps the density is queried at jittered cell centres, max-dilated over the 6
   face neighbours, merged as max(old * 0.95, new) where both are >= 0, and the bitfield is set where
   density > min(mean(max(density, 0)), density_thresh = 10).
 - marching (``kernel_march_rays_train``): samples at t0 = near + clamp(near * dt_gamma, dt_min, dt_max) * U[0, 1)
@@ -63,7 +63,6 @@ DT_GAMMA = 1.0 / 256
 GRID_RESOLUTION = 128
 DENSITY_THRESH = 10.0
 EMA_DECAY = 0.95
-UPDATE_INTERVAL = 16
 T_THRESH = 1e-4
 POSE_SCALE = 4.0
 SQRT3 = math.sqrt(3.0)
@@ -174,7 +173,6 @@ class DensityGrid(nn.Module):
         self.bound = float(bound)
         self.density_thresh = float(density_thresh)
         self.mean_density = 0.0
-        self.iter_density = 0
         cells = resolution**3
         self.register_buffer("density_grid", torch.zeros(1, cells))
         self.register_buffer("density_bitfield", torch.zeros(cells // 8, dtype=torch.uint8))
@@ -241,7 +239,6 @@ class DensityGrid(nn.Module):
         valid = (grid >= 0) & (fresh >= 0)
         grid[valid] = torch.maximum(grid[valid] * decay, fresh[valid])
         self.mean_density = grid.clamp(min=0).mean().item()
-        self.iter_density += 1
         self.pack_bits(min(self.mean_density, self.density_thresh))
 
     @staticmethod

@@ -43,7 +43,7 @@ class TrainState:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a resume checkpoint atomically (a partial file, then a rename): an interruption never leaves half."""
+    """torch.save atomically (a partial file, then a rename): an interruption never leaves half a file."""
     partial = path.with_name(path.name + ".partial")
     torch.save(payload, partial)
     partial.replace(path)
@@ -176,7 +176,7 @@ class Trainer:
         audio, expression = self._frame_inputs(frame)
         out = self.model.render_rays(rays_o[0], rays_d[0], audio, expression, frame, background, True, generator)
         image = out["image"]
-        photometric = F.l1_loss(image, target) if config.get("loss") == "l1" else F.mse_loss(image, target)
+        photometric = F.mse_loss(image, target)
         loss = photometric
         weights = out["weights_sum"].clamp(1e-5, 1 - 1e-5)
         loss = loss + 1e-4 * (-(weights * torch.log(weights) + (1 - weights) * torch.log(1 - weights))).mean()
