@@ -197,31 +197,38 @@ def open_frames(stem: Path) -> np.ndarray:
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], audio: np.ndarray | None = None, fps: int = FPS,
-                rate: int = AUDIO_RATE, crf: int = 18) -> int:
+                rate: int = AUDIO_RATE, crf: int = 18, lossless: bool = False) -> int:
     """Encode uint8 RGB frames as H.264 (yuv420p, or yuv444p when a side is odd) with ``audio`` (mono float samples
-    at ``rate``) muxed in as AAC, through PyAV's bundled FFmpeg; written to a partial file, then renamed."""
+    at ``rate``) muxed in as AAC, through PyAV's bundled FFmpeg; written to a partial file, then renamed.
+    ``lossless``: FFV1 on RGB and FLAC instead (for Matroska files whose frames must decode exactly)."""
     import av
 
     partial = path.with_name(f".{path.name}.partial{path.suffix}")
     count = 0
     with av.open(str(partial), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.options = {"crf": str(crf)}
-        sound = container.add_stream("aac", rate=rate) if audio is not None else None
+        video = container.add_stream("ffv1" if lossless else "libx264", rate=fps)
+        if not lossless:
+            video.options = {"crf": str(crf)}
+        sound = container.add_stream("flac" if lossless else "aac", rate=rate) if audio is not None else None
         if sound is not None:
             sound.layout = "mono"
         for frame in frames:
             frame = np.ascontiguousarray(frame)
             if count == 0:
                 video.height, video.width = frame.shape[:2]
-                video.pix_fmt = "yuv420p" if frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0 else "yuv444p"
+                even = frame.shape[0] % 2 == 0 and frame.shape[1] % 2 == 0
+                video.pix_fmt = "bgr0" if lossless else "yuv420p" if even else "yuv444p"
             container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             count += 1
         container.mux(video.encode())
         if sound is not None:
             samples = np.asarray(audio, dtype=np.float32)
+            if lossless:  # FLAC takes 16-bit integers
+                samples = np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16)
             for start in range(0, len(samples), 1024):
-                block = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
+                block = av.AudioFrame.from_ndarray(
+                    samples[None, start : start + 1024], format="s16" if lossless else "fltp", layout="mono"
+                )
                 block.sample_rate, block.pts, block.time_base = rate, start, Fraction(1, rate)
                 container.mux(sound.encode(block))
             container.mux(sound.encode())

@@ -119,15 +119,16 @@ def _catalog() -> Any:
 
 def _user_prepared_subject(subject_id: str) -> SubjectSpec | None:
     """A subject the user prepared from their own video (``bench prepare path.mp4 --name ID``)."""
-    import json
-
     from bench import home
 
-    pointer = home.prepared_pointer(subject_id)
-    if not pointer.is_file():
+    unsafe = "/" in subject_id or "\\" in subject_id or subject_id.startswith(".")  # never a path outside prepared/
+    if unsafe or not home.prepared_pointer(subject_id).is_file():
         return None
-    video = json.loads(pointer.read_text())["video"]
-    return SubjectSpec(id=subject_id, description=f"prepared by the user from {video}", video_path=video)
+    from bench.datasets.preprocess.prepared import evaluation_video, open_prepared
+
+    prepared = open_prepared(subject_id)
+    return SubjectSpec(id=subject_id, description=f"prepared by the user from {prepared.video}",
+                       video_path=str(evaluation_video(prepared)))
 
 
 methods: Registry[MethodSpec] = Registry(

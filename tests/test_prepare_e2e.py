@@ -77,3 +77,11 @@ def test_non_square_input_is_cropped_around_the_face(clip_source, tmp_path, benc
     assert right - left == bottom - top and "crop" in summary["policy"]
     assert left > 100, "the crop follows the face, not the frame centre"
     assert summary["width"] == summary["height"] == 512
+    # scored by name, the subject's ground truth is the ingested crop (the frames renders are made in), exactly
+    from bench import media, registry
+    from bench.datasets.prepare import subject_video
+    from bench.datasets.preprocess.prepared import open_prepared
+
+    video, _ = subject_video(registry.subjects.get("wide"))
+    np.testing.assert_array_equal(np.stack(list(media.iter_video(video))), open_prepared("wide").frames())
+    assert registry.subjects.fallback("../wide") is None

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prep_fixtures import context, fake_step
 
 from bench.contracts import BenchError
 from bench.datasets.preprocess import points
-from prep_fixtures import context, fake_step
 
 # Approximate iBUG-68 points from MediaPipe mesh vertices (jaw, brows, nose, eyes, outer and inner lips), standing in
 # for the landmarks step's FAN/dlib points in these tests.

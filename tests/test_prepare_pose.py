@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prep_fixtures import context, fake_step
 
 from bench.contracts import BenchError
 from bench.datasets.preprocess import bundle, face_model, pose
-from prep_fixtures import context, fake_step
 
 SIZE = 512
 TRUE_FOCAL = 1100.0

@@ -8,8 +8,8 @@ import torch
 
 from bench.contracts import BenchError
 from bench.methods.synctalk import audio
-from bench.methods.synctalk.model import audio_net_for
 from bench.methods.synctalk.ave import AveClip, lower_face_crops, train_ave
+from bench.methods.synctalk.model import audio_net_for
 
 RATE = 16000
 

@@ -175,8 +175,10 @@ def parse(network: BiSeNet, frames: np.ndarray) -> np.ndarray:
     if frames.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
         size = (INPUT_SIZE, INPUT_SIZE)
         frames = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+    from bench.metrics._frames import unit_tensor
+
     device = next(network.parameters()).device
-    batch = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    batch = unit_tensor(frames, device)  # copied: frames may be a read-only memmap
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return network((batch - mean) / std).argmax(1).to(torch.uint8).cpu().numpy()

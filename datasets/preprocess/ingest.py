@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import AUDIO_RATE, BenchError
+from bench.contracts import AUDIO_RATE, FPS, BenchError
 from bench.datasets.preprocess.core import Step, StepContext
 
 MIN_SECONDS = 2.0
@@ -69,7 +69,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         raise BenchError(f"{video}: has no audio stream; a talking-head subject needs its speech (mux it in with ffmpeg)")
     width, height = info["width"], info["height"]
     size = int(ctx.options["size"])
-    estimated = int(round(info["frames"] * 25 / info["fps"])) if info["frames"] and info["fps"] else None
+    estimated = int(round(info["frames"] * FPS / info["fps"])) if info["frames"] and info["fps"] else None
     if width == height:
         left, top, side = 0, 0, width
         policy = "kept as decoded" if side == size else f"square source resized to {size}²"
@@ -84,8 +84,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
             crop = frame[top : top + side, left : left + side]
             writer.write(crop if side == size else cv2.resize(crop, (size, size), interpolation=interpolation))
     n_frames = writer.count
-    if n_frames < MIN_SECONDS * 25:
-        raise BenchError(f"{video}: only {n_frames} frames ({n_frames / 25:.2f} s) at 25 fps; a subject needs at least {MIN_SECONDS:g} s")
+    if n_frames < MIN_SECONDS * FPS:
+        raise BenchError(
+            f"{video}: only {n_frames} frames ({n_frames / FPS:.2f} s) at {FPS} fps; a subject needs at least {MIN_SECONDS:g} s"
+        )
     samples = media.decode_audio(video)
     media.write_wav(ctx.out / "audio.wav", samples)
     return {
@@ -97,6 +99,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
         "policy": policy,
         "resize": "none" if side == size else ("cv2.INTER_AREA" if side > size else "cv2.INTER_CUBIC"),
         "audio_seconds": round(len(samples) / AUDIO_RATE, 3),
-        "video_seconds": round(n_frames / 25, 3),
+        "video_seconds": round(n_frames / FPS, 3),
         "decoder": media.decoder_description(),
     }

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import BenchError
+from bench.contracts import FPS, BenchError
 from bench.datasets.preprocess.core import Step, StepContext
 
 STEP = Step(
@@ -43,7 +43,6 @@ STEP = Step(
 )
 
 BACKENDS = ("auto", "fan", "dlib")
-FPS = 25
 BATCH = 4  # frames per 68-point batch (S3FD runs batched)
 MESH = "mediapipe"
 LMS68 = "lms68"

@@ -19,10 +19,10 @@ from typing import Self
 
 import numpy as np
 
-from bench.contracts import BenchError
+from bench.contracts import FPS, BenchError
 
 MEDIAPIPE_ASSET = "mediapipe_face_landmarker"
-FRAME_MS = 40  # VIDEO-mode timestamp step: 25 fps
+FRAME_MS = 1000 // FPS  # VIDEO-mode timestamp step
 N_POINTS = 478
 
 # The blendshape categories in the order the FaceLandmarker reports them (``_neutral`` first).

@@ -120,6 +120,21 @@ def prepare(
     return PreparedSubject(source.id, source.video, source.sha256, folders)
 
 
+def evaluation_video(prepared: PreparedSubject) -> Path:
+    """The video a user-prepared subject is scored against: the source itself when ingest kept its frames as
+    decoded, else a lossless Matroska of the ingested (cropped, resized) frames and audio, written once per ingest
+    result, so that renders and ground truth share one frame space."""
+    from bench import media
+
+    if prepared.summary("ingest")["policy"] == "kept as decoded":
+        return prepared.video
+    ingest = prepared.folder("ingest")
+    path = home.prepared_pointer(prepared.id).with_name(f"{prepared.id}.{ingest.name}.mkv")
+    if not path.is_file():
+        media.write_video(path, prepared.frames(), media.read_wav(ingest / "audio.wav"), lossless=True)
+    return path
+
+
 def open_prepared(subject_id: str) -> PreparedSubject:
     """The latest preparation of ``subject_id`` (nothing is run)."""
     pointer = home.prepared_pointer(subject_id)

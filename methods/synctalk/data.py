@@ -116,8 +116,10 @@ def expressions(prepared: PreparedSubject, kind: str) -> np.ndarray:
 
 
 def load_subject(prepared: PreparedSubject, size: int, expression: str, stabilised: bool, images: bool = True) -> SubjectData:
-    """The subject at ``size``; ``images=False`` skips the training images and backgrounds (rendering needs neither)."""
-    frames = prepared.frames()
+    """The subject at ``size``; ``images=False`` skips the training images and backgrounds (rendering needs neither).
+    The training images are SyncTalk's ``gt_imgs``: each frame with its background replaced by the plate, so the
+    target agrees with the torso-over-plate background the head is composited on."""
+    frames = prepared.array("torso", "gt.npy")
     frame_size = frames.shape[1]
     pixels = torch.zeros(0, size, size, 3, dtype=torch.uint8)
     training, backgrounds = pixels, pixels

@@ -17,7 +17,7 @@ SPECS = (
         "blendshapes, facial-aware masked attention, bundle-adjusted head poses, torso and Portrait-Sync Generator; "
         "plain PyTorch on CPU and GPU",
         capabilities=Capabilities(needs_training=True, ood_audio=True, tracks=(Track.HEAD, Track.PORTRAIT)),
-        version="1",
+        version="2",  # 2: trained on the frames with the plate as background (gt_imgs)
         default_config={
             "preset": "smoke",  # smoke | fast | paper (bench.methods.synctalk.presets)
             "audio_encoder": "auto",  # auto | ave | mel | hubert | deepspeech
