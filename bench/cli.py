@@ -7,70 +7,62 @@ import json
 import sys
 from pathlib import Path
 
+from bench.cli_common import parse_pairs, print_rows, store_of
 from bench.cli_methods import add_method_commands
 from bench.cli_prepare import add_prepare_commands
 from bench.cli_reports import add_report_commands
-from bench.contracts import SELF_AUDIO, BenchError
+from bench.contracts import GROUND_TRUTH, SELF_AUDIO, BenchError
 
-DEMO_METHODS = ("ground-truth", "still-frame")
-
-
-def _parse_config(pairs: list[str]) -> dict:
-    config = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise BenchError(f"{pair!r}: expected KEY=VALUE")
-        try:
-            config[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            config[key] = raw
-    return config
-
-
-def _store(args: argparse.Namespace):
-    from bench import home
-    from bench.store import ResultsStore
-
-    return ResultsStore(Path(args.store).resolve() if args.store else home.results_store_path())
+DEMO_METHODS = (GROUND_TRUTH, "still-frame")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from bench import registry
 
+    if args.what == "methods":
+        print_rows(_method_rows())
+        return 0
     specs = registry.ALL[args.what].all().values()
     rows: list[tuple[str, ...]]
-    if args.what == "methods":
-        rows = [
-            (s.id, "train" if s.capabilities.needs_training else "no training",
-             "ood" if s.capabilities.ood_audio else "self audio only",
-             "/".join(t.value for t in s.capabilities.tracks), s.description)
-            for s in specs
-        ]
-    elif args.what == "metrics":
+    if args.what == "metrics":
         rows = [(s.variant, s.arrow, s.kind.value, ",".join(s.assets) or "-", s.description) for s in specs]
     elif args.what == "subjects":
         rows = [(s.id, s.video_asset or s.video_path or "(user supplies video)", s.description) for s in specs]
     else:
         rows = [(s.id, s.language or "?", s.description) for s in specs]
-    _print_rows(rows)
+    print_rows(rows)
     return 0
 
 
-def _print_rows(rows: list[tuple[str, ...]]) -> None:
-    if not rows:
-        print("(none)")
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]))
+def _method_rows() -> list[tuple[str, ...]]:
+    """Each method, then each of its variants: what it does, its status and, where it cannot run here, why."""
+    from bench import configs, registry
+
+    rows = [("method", "training", "audio", "tracks", "status")]
+    for spec in registry.methods.all().values():
+        choice = configs.MethodChoice(spec)
+        reason = configs.unavailable(choice)
+        status = f"unavailable: {reason}" if reason else spec.status.value + (f" ({spec.status_note})" if spec.status_note else "")
+        rows.append((spec.id, "train" if spec.capabilities.needs_training else "no training",
+                     "ood" if spec.capabilities.ood_audio else "self audio only",
+                     "/".join(t.value for t in spec.capabilities.tracks), f"{status}. {spec.description}"))
+        for variant in spec.variants:
+            variant_choice = configs.MethodChoice(spec, variant)
+            reason = configs.unavailable(variant_choice)
+            overrides = ", ".join(f"{k}={v}" for k, v in variant.config.items())
+            what = "; ".join(part for part in (overrides, f"{variant.track.value} track" if variant.track else "") if part)
+            paper_row = f"paper row: {variant.paper_row!r}" if variant.paper_row else "bench's row"
+            rows.append((f"  {variant_choice.name}", "", "", "",
+                         f"{'unavailable: ' + reason if reason else 'runs'}. {variant.label} ({what}; {paper_row})"))
+    return rows
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import pipeline
     from bench.contracts import RunSpec, Track
+    from bench.datasets.preprocess.core import parse_step_options
 
-    config = _parse_config(args.config)
+    config = parse_pairs(args.config)
     if args.renders:
         config["renders"] = args.renders
     if args.preset:
@@ -83,9 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         config=config,
         seed=args.seed,
         metrics=tuple(args.metrics.split(",")) if args.metrics else None,
-        metric_options=_parse_config(args.metric_option),
+        metric_options=parse_pairs(args.metric_option),
+        prepare_options=parse_step_options(args.prepare),
     )
-    result = pipeline.run(spec, store=_store(args), progress=not args.no_progress)
+    result = pipeline.run(spec, store=store_of(args), progress=not args.no_progress)
     _report_run(result)
     return 0
 
@@ -95,7 +88,7 @@ def _report_run(result) -> None:
 
     spec = result.spec
     print(
-        f"run {result.run_id[:8]}: {spec.method} on {spec.subject}, audio {spec.audio}, {spec.track.value} track, "
+        f"run {result.run_id[:8]}: {spec.method} on {spec.subject}, audio {spec.audio}, {result.track.value} track, "
         f"{result.n_frames} frames scored"
     )
     reference = {}
@@ -110,7 +103,7 @@ def _report_run(result) -> None:
             rows.append((metric.variant, metric.arrow, format_value(outcome.value.aggregate), gt, state))
         else:
             rows.append((metric.variant, metric.arrow, "unavailable", gt, outcome.unavailable or ""))
-    _print_rows(rows)
+    print_rows(rows)
     if result.video:
         print(f"video (with the driving audio): {result.video}")
 
@@ -121,7 +114,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     report = score(
         Path(args.pred), gt=Path(args.gt) if args.gt else None, audio=Path(args.audio) if args.audio else None,
-        metrics=args.metrics.split(",") if args.metrics else None, options=_parse_config(args.metric_option),
+        metrics=args.metrics.split(",") if args.metrics else None, options=parse_pairs(args.metric_option),
     )
     if args.format == "json":
         out = {
@@ -142,7 +135,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1, default=str, allow_nan=False))
         return 0
     print(f"scored {report.alignment['scored_frames']} frames ({report.alignment})")
-    _print_rows(
+    print_rows(
         [(o.spec.variant, o.spec.arrow, format_value(o.value.aggregate) if o.value else "unavailable", o.unavailable or "")
          for o in report.outcomes]
     )
@@ -158,14 +151,14 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         reason = missing_requirement(spec)
         rows.append((spec.variant, spec.arrow, spec.kind.value, ",".join(spec.assets) or "-",
                      f"unavailable: {reason}" if reason else "available"))
-    _print_rows(rows)
+    print_rows(rows)
     return 0
 
 
 def cmd_results(args: argparse.Namespace) -> int:
     from bench.reports.results import FORMATS
 
-    rows = _store(args).query(subject=args.subject, method=args.method, audio=args.audio, track=args.track)
+    rows = store_of(args).query(subject=args.subject, method=args.method, audio=args.audio, track=args.track)
     print(FORMATS[args.format](rows))
     return 0
 
@@ -178,7 +171,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
             (a.name, a.kind, f"{a.size / 1e6:.1f} MB" if a.size else "size ?", assets.locate(a.name), a.license)
             for a in assets.catalog().values()
         ]
-        _print_rows(rows)
+        print_rows(rows)
     elif args.action == "fetch":
         if not args.names:
             raise BenchError("bench assets fetch NAME [NAME ...] (or 'all')")
@@ -193,7 +186,7 @@ def cmd_assets(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     else:
         report = assets.verify()
-        _print_rows([(name, state) for name, state in report.items()])
+        print_rows([(name, state) for name, state in report.items()])
         return 1 if "corrupt" in report.values() else 0
     return 0
 
@@ -203,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bench.contracts import RunSpec
     from bench.reports.results import as_table
 
-    store = _store(args)
+    store = store_of(args)
     run_ids = []
     for method in DEMO_METHODS:
         result = pipeline.run(RunSpec(method=method, subject=args.subject), store=store, progress=not args.no_progress)
@@ -230,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     run = commands.add_parser("run", parents=[store, progress], help="run a method on a subject and score it")
-    run.add_argument("--method", required=True)
+    run.add_argument("--method", required=True, help="METHOD or METHOD:VARIANT (bench list methods)")
     run.add_argument("--subject", required=True)
     run.add_argument("--audio", default=SELF_AUDIO, help="OOD audio id (bench list audio); default: the subject's own test audio")
     run.add_argument("--track", choices=("head", "portrait"), default="head")
@@ -241,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "same as --config preset=NAME")
     run.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE",
                      help="metric option, e.g. openface_csv_pred=path (repeatable)")
+    run.add_argument("--prepare", action="append", default=[], metavar="STEP.OPTION=VALUE",
+                     help="preparation option of a step the method reads (as bench prepare --set; repeatable)")
     run.add_argument("--seed", type=int, default=0)
     run.set_defaults(func=cmd_run)
 
@@ -273,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--subject", default="cnn")
     demo.set_defaults(func=cmd_demo)
     add_prepare_commands(commands, progress)
-    add_method_commands(commands, progress)
+    add_method_commands(commands, progress, store)
     add_report_commands(commands)
     return parser
 

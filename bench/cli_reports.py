@@ -42,10 +42,10 @@ def _write_or_print(text: str, out: str | None) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from bench.reports import tables
+    from bench.reports import leaderboard, tables
 
     built = tables.BUILDERS[args.layout](_store(args), args.subject, args.track, _uncertainty(args))
-    _write_or_print(tables.RENDERERS[args.format](built), args.out)
+    _write_or_print(leaderboard.render_table(built, args.format), args.out)
     return 0
 
 

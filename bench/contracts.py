@@ -20,15 +20,30 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # numpy only for annotations: spec modules stay import-light
     import numpy as np
 
-FPS = 25
-AUDIO_RATE = 16_000
-SAMPLES_PER_FRAME = AUDIO_RATE // FPS
+from bench.basics import AUDIO_RATE, FPS, SAMPLES_PER_FRAME, BenchError, Unavailable  # noqa: F401 (the API re-exports)
+
 SELF_AUDIO = "self"
 """Driving-audio id meaning the subject's own test-split audio (the only audio with ground truth)."""
+GROUND_TRUTH = "ground-truth"
+"""The reference method whose renders are the test-split frames themselves (never ranked)."""
+MIN_FRAMES = 2 * FPS
+"""The shortest clip a subject may be (2 s): enough for preparation's smoothing windows and a 10/11 split."""
 
 
-class BenchError(Exception):
-    """A problem the user can fix; the CLI prints its message as one line, with no traceback."""
+def arrow(higher_is_better: bool) -> str:
+    """The direction mark every table, plot and report prints after a metric's name."""
+    return "↑" if higher_is_better else "↓"
+
+
+def align_frames(pred: np.ndarray, gt: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """The frames that are scored: a prediction and its ground truth truncated to the shorter, with the record of
+    what was done (the one alignment rule of runs and ``bench score``)."""
+    n_frames = len(pred) if gt is None else min(len(pred), len(gt))
+    alignment: dict[str, Any] = {"pred_frames": len(pred), "gt_frames": None if gt is None else len(gt),
+                                 "scored_frames": n_frames}
+    if gt is not None and len(pred) != len(gt):
+        alignment["rule"] = "truncated to the shorter sequence"
+    return pred[:n_frames], None if gt is None else gt[:n_frames], alignment
 
 
 class Track(str, enum.Enum):
@@ -71,18 +86,74 @@ class Capabilities:
     external_renders: bool = False  # scores frames some other tool produced (config key "renders")
 
 
+class MethodStatus(str, enum.Enum):
+    """How far a method's implementation in bench goes, as ``bench list methods`` shows it."""
+
+    REFERENCE = "reference method"
+    REPRODUCES = "reproduces the paper here"
+    RUNS = "runs here"
+    NEEDS_WEIGHTS = "needs weights"
+    NEEDS_UPSTREAM = "needs the upstream code"
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """One row of a table of a method's paper: the paper's label and its values by bench metric variant."""
+
+    table: str  # "table1", "table2" or "table4" (bench's layouts); table2 values are keyed "<audio>/<variant>"
+    row: str  # the row's label in the paper
+    values: Mapping[str, float]
+    track: Track = Track.HEAD
+    subject: str | None = None  # None: an average over the paper's subjects
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named configuration of a method (``METHOD:NAME``): config overrides, optionally another track, and the
+    paper row it stands for. ``source`` says whether the paper has the row or bench adds it."""
+
+    name: str
+    label: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    track: Track | None = None  # None: the track the run asks for
+    paper_row: str | None = None  # the label of the PaperResult it corresponds to
+    source: str = "paper"  # "paper" | "bench"
+    assets: tuple[str, ...] = ()  # asset-catalog names the variant needs beyond the method's
+    requires: tuple[str, ...] = ()
+    prepare_options: tuple[str, ...] = ()  # "step.option" the run must set (e.g. a file only the user can provide)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
+    """A method's registry entry: plain data. The pipeline prepares exactly ``prepare_steps`` (and what they read),
+    keys training on their stage keys, refuses config keys that are neither in ``default_config`` nor in a preset,
+    expands ``preset`` into its values, and reports the method unavailable while ``assets``/``requires`` are
+    missing."""
+
     id: str
     impl: str  # "module:Class" of a bench.contracts.Method subclass
     description: str
     capabilities: Capabilities = Capabilities()
     version: str = "1"  # bump when renders change for the same inputs: it is part of every cache key
     default_config: Mapping[str, Any] = field(default_factory=dict)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # config key "preset" names one
+    prepare_steps: tuple[str, ...] = ()  # `bench prepare` steps the method reads (none: the minimal preparation)
+    assets: tuple[str, ...] = ()  # asset-catalog names it always needs; missing -> reported unavailable
+    requires: tuple[str, ...] = ()  # importable modules it needs (checked without importing them)
+    variants: tuple[Variant, ...] = ()
+    status: MethodStatus = MethodStatus.RUNS
+    status_note: str = ""  # what the status rests on, or what is missing
     paper: str | None = None
     venue: str | None = None
     license: str | None = None
-    reference_values: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # table -> metric -> value
+    paper_results: tuple[PaperResult, ...] = ()  # the numbers its paper reports (bench.reports.paper reads them)
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        names = ", ".join(v.name for v in self.variants) or "none"
+        raise BenchError(f"method {self.id!r} has no variant {name!r}; its variants are: {names}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +171,7 @@ class MetricSpec:
 
     @property
     def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
+        return arrow(self.higher_is_better)
 
 
 @dataclass(frozen=True)
@@ -133,7 +204,8 @@ class AudioSpec:
 class Subject:
     """A prepared subject: 25 fps frames, 16 kHz mono audio and the train/test split.
 
-    ``extras`` names per-frame data that subject preparation adds (landmarks, parsing, poses, blendshapes).
+    ``steps`` holds the folders of the ``bench prepare`` steps the method declared (landmarks, parsing, poses, ...),
+    each named by its stage key; methods read them from here and never prepare again.
     """
 
     id: str
@@ -148,7 +220,7 @@ class Subject:
     test_frames_path: Path  # decoded test-split frames (bench.media frame file)
     test_audio_path: Path  # test-split audio, 16 kHz mono
     sources: Mapping[str, str]  # asset or file -> sha256 it was prepared from
-    extras: Mapping[str, Path] = field(default_factory=dict)
+    steps: Mapping[str, Path] = field(default_factory=dict)  # finished `bench prepare` step folders the method reads
 
     def frames(self, indices: range) -> np.ndarray:
         """Decode frames ``indices`` (contiguous) from the subject video."""
@@ -201,6 +273,14 @@ class Method(abc.ABC):
         self.config = dict(config)
         self.seed = seed
         self.progress = True  # whether long work (training) may show progress bars; the pipeline sets it
+
+    @classmethod
+    def resolve_config(cls, config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Replace every machine-dependent choice (``auto``) by what will run here, before the config is hashed.
+
+        Returns the resolved config and, per resolved key, why. Raises ``Unavailable`` when the config cannot run
+        here (missing weights or inputs)."""
+        return dict(config), {}
 
     def train(self, subject: Subject, checkpoint_dir: Path) -> None:
         """Fit the method to ``subject``, writing everything render needs into ``checkpoint_dir``.
@@ -263,6 +343,7 @@ class RunSpec:
     seed: int = 0
     metrics: tuple[str, ...] | None = None  # None: every registered metric that applies and is available
     metric_options: Mapping[str, Any] = field(default_factory=dict)  # passed to metrics as MetricInput.options
+    prepare_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # step -> options (bench prepare --set)
     reference: bool = True  # also score ground truth on the no-reference and audio-visual metrics
 
 
@@ -285,3 +366,4 @@ class RunResult:
     n_frames: int
     reference: RunResult | None = None  # ground truth's own no-reference / audio-visual scores, stored beside
     video: Path | None = None  # the render as mp4 with the driving audio muxed in
+    track: Track = Track.HEAD  # the track scored (a variant may fix it)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.contracts import AUDIO_RATE, FPS, BenchError
+from bench.basics import AUDIO_RATE, FPS, BenchError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 

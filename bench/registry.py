@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
+from bench import user_subjects
 from bench.contracts import AudioSpec, BenchError, MethodSpec, MetricSpec, SubjectSpec
 
 S = TypeVar("S")
@@ -101,34 +103,21 @@ class Registry(Generic[S]):
 
 
 def _package_specs(package: str, submodule: str | None) -> Iterable[Any]:
-    """``SPECS`` of every module (``submodule=None``) or every subpackage's ``submodule`` in ``package``."""
+    """``SPECS`` of every module (``submodule=None``) or every subpackage's ``submodule`` in ``package``; a subpackage
+    without that submodule is not an entry (the NeRF engine under ``methods/`` is shared parts, not a method)."""
     root = importlib.import_module(package)
     for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         if submodule is None and not info.ispkg:
             yield from importlib.import_module(f"{package}.{info.name}").SPECS
-        elif submodule is not None and info.ispkg:
+        elif submodule is not None and info.ispkg and importlib.util.find_spec(f"{package}.{info.name}.{submodule}"):
             yield from importlib.import_module(f"{package}.{info.name}.{submodule}").SPECS
 
 
 @cache
 def _catalog() -> Any:
     return importlib.import_module("bench.datasets.catalog")
-
-
-def _user_prepared_subject(subject_id: str) -> SubjectSpec | None:
-    """A subject the user prepared from their own video (``bench prepare path.mp4 --name ID``)."""
-    from bench import home
-
-    unsafe = "/" in subject_id or "\\" in subject_id or subject_id.startswith(".")  # never a path outside prepared/
-    if unsafe or not home.prepared_pointer(subject_id).is_file():
-        return None
-    from bench.datasets.preprocess.prepared import evaluation_video, open_prepared
-
-    prepared = open_prepared(subject_id)
-    return SubjectSpec(id=subject_id, description=f"prepared by the user from {prepared.video}",
-                       video_path=str(evaluation_video(prepared)))
 
 
 methods: Registry[MethodSpec] = Registry(
@@ -138,7 +127,7 @@ metrics: Registry[MetricSpec] = Registry(
     "metric", "metrics", MetricSpec, lambda: _package_specs("bench.metrics", None), key="variant"
 )
 subjects: Registry[SubjectSpec] = Registry(
-    "subject", "subjects", SubjectSpec, lambda: _catalog().SUBJECTS, fallback=_user_prepared_subject
+    "subject", "subjects", SubjectSpec, lambda: _catalog().SUBJECTS, fallback=lambda subject_id: user_subjects.user_subject(subject_id)
 )
 audio: Registry[AudioSpec] = Registry("audio", "audio", AudioSpec, lambda: _catalog().AUDIO)
 

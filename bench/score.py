@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import home, media, provenance, registry
-from bench.contracts import SAMPLES_PER_FRAME, BenchError, DrivingAudio, MetricInput, MetricOutcome
+from bench.contracts import SAMPLES_PER_FRAME, BenchError, DrivingAudio, MetricInput, MetricOutcome, align_frames
 from bench.hashing import sha256_file
 from bench.pipeline import compute_metric, not_applicable
 
@@ -58,16 +58,9 @@ def score(
         if gt is not None:
             media.write_frames(workdir / "gt", media.iter_frames(gt))
             reference = media.open_frames(workdir / "gt")
-        n_frames = min(len(predicted), len(reference)) if reference is not None else len(predicted)
-        alignment = {"pred_frames": len(predicted), "gt_frames": None if reference is None else len(reference),
-                     "scored_frames": n_frames}
-        if reference is not None and len(predicted) != len(reference):
-            alignment["rule"] = "truncated to the shorter sequence"
+        predicted, reference, alignment = align_frames(predicted, reference)
         driving = _driving_audio(audio_source, workdir, gt is not None) if audio_source else None
-        data = MetricInput(
-            pred=predicted[:n_frames], gt=None if reference is None else reference[:n_frames], audio=driving,
-            options=options or {},
-        )
+        data = MetricInput(pred=predicted, gt=reference, audio=driving, options=options or {})
         outcomes = []
         for spec in specs:
             outcome = MetricOutcome(spec=spec, unavailable=not_applicable(spec, data))

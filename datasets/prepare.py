@@ -20,11 +20,21 @@ import numpy as np
 from tqdm import tqdm
 
 from bench import assets, home, media, registry, stages
-from bench.contracts import FPS, SAMPLES_PER_FRAME, SELF_AUDIO, AudioSpec, BenchError, DrivingAudio, Split, Subject, SubjectSpec
+from bench.contracts import (
+    FPS,
+    MIN_FRAMES,
+    SAMPLES_PER_FRAME,
+    SELF_AUDIO,
+    AudioSpec,
+    BenchError,
+    DrivingAudio,
+    Split,
+    Subject,
+    SubjectSpec,
+)
 from bench.hashing import sha256_file
 
 PREPARE_VERSION = "1"
-MIN_FRAMES = 22  # at least two test frames under the 10/11 split
 
 
 def subject_video(spec: SubjectSpec) -> tuple[Path, str]:
@@ -91,7 +101,7 @@ def _prepare_subject(spec: SubjectSpec, source: Path, out: Path, progress: bool)
     if encoder:
         encoder.close()
     if n_frames < MIN_FRAMES:
-        raise BenchError(f"{source}: only {n_frames} frames at 25 fps; a subject needs at least {MIN_FRAMES}")
+        raise BenchError(f"{source}: only {n_frames} frames at 25 fps; a subject needs at least {MIN_FRAMES / FPS:g} s")
     split = Split.for_frames(n_frames)
     media.write_frames(out / "test_frames", tail)
 
@@ -120,11 +130,14 @@ def _prepare_subject(spec: SubjectSpec, source: Path, out: Path, progress: bool)
     return {"n_frames": n_frames}
 
 
-def prepare_subject(subject_id: str, progress: bool = True) -> Subject:
-    """Prepare (or reuse) a registered subject and return it."""
+def prepare_subject(subject_id: str, progress: bool = True, run: bool = True) -> Subject | None:
+    """Prepare (or reuse) a registered subject and return it; with ``run=False`` only a finished preparation is
+    returned (None when there is none): nothing is computed."""
     spec = registry.subjects.get(subject_id)
     source, sha = subject_video(spec)
     inputs = {"subject": spec.id, "video_sha256": sha, "version": PREPARE_VERSION}
+    if not run and not stages.is_done("prepare", stages.stage_key("prepare", inputs)):
+        return None
     folder, _ = stages.ensure("prepare", inputs, lambda out: _prepare_subject(spec, source, out, progress))
     meta = json.loads((folder / "subject.json").read_text())
     return Subject(
@@ -151,15 +164,18 @@ def _prepare_audio(source: Path, out: Path) -> dict:
     return {"n_frames": len(samples) // SAMPLES_PER_FRAME}
 
 
+def audio_stage_inputs(spec: AudioSpec) -> dict:
+    """The audio stage's key inputs: the asset's identity, known without fetching or decoding it."""
+    return {"audio": spec.id, "sha256": assets.get(spec.asset).sha256, "version": PREPARE_VERSION}
+
+
 def prepare_audio(spec: AudioSpec) -> DrivingAudio:
     """16 kHz mono version of a registered OOD audio (cached as a stage)."""
-    source = assets.fetch(spec.asset)
-    sha = assets.get(spec.asset).sha256
-    inputs = {"audio": spec.id, "sha256": sha, "version": PREPARE_VERSION}
-    folder, _ = stages.ensure("audio", inputs, lambda out: _prepare_audio(source, out))
+    inputs = audio_stage_inputs(spec)
+    folder, _ = stages.ensure("audio", inputs, lambda out: _prepare_audio(assets.fetch(spec.asset), out))
     n_frames = stages.record("audio", folder.name)["outputs"]["n_frames"]
     return DrivingAudio(
-        id=spec.id, path=folder / "audio.wav", n_frames=n_frames, sha256=sha, has_ground_truth=False
+        id=spec.id, path=folder / "audio.wav", n_frames=n_frames, sha256=inputs["sha256"], has_ground_truth=False
     )
 
 
@@ -167,3 +183,11 @@ def driving_audio(subject: Subject, audio_id: str) -> DrivingAudio:
     if audio_id == SELF_AUDIO:
         return subject.self_audio()
     return prepare_audio(registry.audio.get(audio_id))
+
+
+def driving_audio_identity(subject: Subject, audio_id: str) -> tuple[str, str]:
+    """(id, sha256) that a render of ``audio_id`` is keyed on, found without preparing the audio."""
+    if audio_id == SELF_AUDIO:
+        return SELF_AUDIO, sha256_file(subject.test_audio_path)
+    spec = registry.audio.get(audio_id)
+    return spec.id, audio_stage_inputs(spec)["sha256"]

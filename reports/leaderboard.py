@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import SELF_AUDIO
+from bench.contracts import GROUND_TRUTH, SELF_AUDIO
 from bench.reports import plots, tables
 from bench.reports.results import format_value
-from bench.reports.tables import GROUND_TRUTH, MEASURED, Table, Uncertainty
+from bench.reports.tables import MEASURED, Table, Uncertainty
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SAMPLE_FRAMES = 3
@@ -46,6 +46,16 @@ def _environment():
 
 def render_template(name: str, **context: Any) -> str:
     return _environment().get_template(name).render(**context)
+
+
+def tables_page(built: list[Table]) -> str:
+    """A standalone HTML page with the tables (the same markup as the leaderboard's)."""
+    return render_template("table_page.html.j2", tables=built, title="bench tables", root=None, subjects=[], methods=[])
+
+
+def render_table(built: list[Table], fmt: str) -> str:
+    """Tables in one of ``tables.FORMATS``."""
+    return tables_page(built) if fmt == "html" else tables.RENDERERS[fmt](built)
 
 
 def result_anchor(run_id: str | None, variant: str | None) -> str:

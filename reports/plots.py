@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import SELF_AUDIO, BenchError
+from bench.contracts import GROUND_TRUTH, SELF_AUDIO, BenchError, arrow
 
 PLOT_FORMATS = ("png", "svg")
-GROUND_TRUTH = "ground-truth"
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def curves_figure(variant: str, higher_is_better: bool, series: list[Series], ti
         style = {"color": "black", "linestyle": "--"} if item.label.startswith(GROUND_TRUTH) else {}
         axes.plot(np.arange(values.size), values, linewidth=1.1, label=label, **style)
     axes.set_xlabel("test-split frame")
-    axes.set_ylabel(f"{variant} {'↑' if higher_is_better else '↓'}")
+    axes.set_ylabel(f"{variant} {arrow(higher_is_better)}")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="best")
@@ -86,7 +85,7 @@ def distribution_figure(variant: str, higher_is_better: bool, series: list[Serie
     axes = figure.add_subplot()
     if drawn:
         axes.boxplot([values for _, values in drawn], tick_labels=[label for label, _ in drawn], showmeans=True)
-    axes.set_ylabel(f"{variant} {'↑' if higher_is_better else '↓'}")
+    axes.set_ylabel(f"{variant} {arrow(higher_is_better)}")
     axes.set_title(title)
     axes.grid(alpha=0.3, axis="y")
     axes.tick_params(axis="x", labelrotation=20)

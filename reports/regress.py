@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.contracts import BenchError
+from bench.contracts import BenchError, arrow
 from bench.reports.results import format_value, json_number
 
 FORMAT = "bench-results"
@@ -201,9 +201,9 @@ def _section(title: str, comparisons: list[Comparison], with_change: bool) -> li
         header += ["change", "tolerance"]
     lines = [f"### {title} ({len(comparisons)})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in comparisons:
-        arrow = "↑" if c.higher_is_better else "↓"
+        mark = arrow(c.higher_is_better)
         cells = [c.key["subject"], c.key["method"], c.key["audio"], c.key["track"], c.key["config_hash"], str(c.key["seed"]),
-                 f"{c.key['variant']} {arrow}", _value(c.baseline), _value(c.current)]
+                 f"{c.key['variant']} {mark}", _value(c.baseline), _value(c.current)]
         if with_change:
             change = c.change
             cells += ["n/a" if change is None else f"{change:+.4f}", "n/a" if c.allowed is None else f"±{c.allowed:.4g}"]

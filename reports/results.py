@@ -9,6 +9,8 @@ import json
 import math
 from typing import Any
 
+from bench.contracts import arrow
+
 RUN_COLUMNS = ("subject", "method", "audio", "track", "seed", "config_hash", "run_id", "n_frames")
 
 
@@ -31,7 +33,7 @@ def as_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no results"
     variants = sorted({r["variant"] for r in rows})
-    arrows = {r["variant"]: "↑" if r["higher_is_better"] else "↓" for r in rows}
+    arrows = {r["variant"]: arrow(bool(r["higher_is_better"])) for r in rows}
     header = ["subject", "method", "audio", "track", "run", "frames", *(f"{v} {arrows[v]}" for v in variants)]
     runs: dict[str, dict[str, str]] = {}
     for row in rows:

@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import SELF_AUDIO, BenchError
+from bench.contracts import GROUND_TRUTH, SELF_AUDIO, BenchError, PaperResult, arrow
 from bench.reports import paper
 from bench.reports.results import format_value
 from bench.reports.stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Interval, mean_interval, paired_test
 
-GROUND_TRUTH = "ground-truth"
 MEASURED, REFERENCE, PAPER = "measured", "ground truth", "paper"
 NOT_SIGNIFICANT = "†"
 LAYOUTS = ("table1", "table2", "table4")
@@ -54,7 +53,7 @@ class Column:
 
     @property
     def heading(self) -> str:
-        return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
+        return f"{self.label} {arrow(self.higher_is_better)}"
 
 
 @dataclass
@@ -220,8 +219,8 @@ def columns_for(variants: Iterable[str], rows: list[dict[str, Any]]) -> list[Col
     ]
 
 
-def _paper_rows(entries: Iterable[paper.PaperRow], columns: list[Column]) -> list[Row]:
-    return [Row(entry.label, PAPER, {c.key: Cell(entry.values.get(c.key)) for c in columns}) for entry in entries]
+def _paper_rows(entries: Iterable[PaperResult], columns: list[Column]) -> list[Row]:
+    return [Row(entry.row, PAPER, {c.key: Cell(entry.values.get(c.key)) for c in columns}) for entry in entries]
 
 
 def _variant_notes(columns: list[Column]) -> list[str]:
@@ -259,7 +258,7 @@ def table1(store: Any, subjects: list[str] | None = None, track: str = "head", u
         columns = columns_for(paper.TABLE1_VARIANTS, rows)
         table = ranked_table(f"Table 1: {subject}, {track} track, self-driven (test split)", columns, rows, frames, uncertainty)
         table.subject, table.track, table.audio = subject, track, SELF_AUDIO
-        table.rows += _paper_rows(paper.TABLE1, columns)
+        table.rows += _paper_rows(paper.rows("table1"), columns)
         table.notes += [*_variant_notes(columns), UNCERTAINTY_NOTE, _paper_note()]
         tables.append(table)
     if len(tables) > 1:
@@ -302,7 +301,7 @@ def _average(tables: list[Table], track: str) -> Table:
             what = "no results" if subject not in per_subject else ", ".join(labels) + " missing"
             average.notes.append(f"{label}: {what} on {subject}; not averaged")
     _rank(average, None, Uncertainty(enabled=False), {})
-    average.rows += _paper_rows(paper.TABLE1, columns)
+    average.rows += _paper_rows(paper.rows("table1"), columns)
     average.notes += [*_variant_notes(columns), "averages over subjects carry no interval.", _paper_note()]
     return average
 
@@ -335,7 +334,7 @@ def table2(store: Any, subjects: list[str] | None = None, track: str = "head", u
         for audio in paper.TABLE2_AUDIOS for c in columns_for((paper.LSE_D, paper.LSE_C), [])
     ]
     reference = Table("Table 2 (paper): lip sync with the paper's two OOD audios", paper_columns, [])
-    reference.rows = _paper_rows(paper.TABLE2, paper_columns)
+    reference.rows = _paper_rows(paper.rows("table2"), paper_columns)
     reference.notes.append(f"{paper.SOURCE}; audios A and B were never released (SyncTalk#188), so bench cannot rerun them.")
     return [*tables, reference]
 
@@ -358,7 +357,7 @@ def table4(store: Any, subjects: list[str] | None = None, track: str = "head", u
             uncertainty, label=label,
         )
         table.subject, table.track, table.audio = subject, track, SELF_AUDIO
-        table.rows += _paper_rows(paper.TABLE4, columns)
+        table.rows += _paper_rows(paper.rows("table4"), columns)
         table.notes += [
             *_variant_notes(columns), UNCERTAINTY_NOTE,
             f"paper rows: {paper.SOURCE}, subject {paper.TABLE4_SUBJECT} only; never ranked.",
@@ -380,6 +379,66 @@ def _varying_options(key: RunKey, configs: dict[RunKey, dict]) -> str:
 
 def _seeds_vary(key: RunKey, configs: dict[RunKey, dict]) -> bool:
     return len({k[2] for k in configs if k[0] == key[0]}) > 1
+
+
+@dataclass(frozen=True)
+class AblationEntry:
+    """One row of ``bench ablate``: its label, what ran, and the run id and outcomes it produced (or why none)."""
+
+    label: str
+    method: str  # METHOD or METHOD:VARIANT
+    track: str
+    source: str  # "full", "paper" or "bench"
+    paper_row: str | None
+    run_id: str | None
+    values: dict[str, tuple[float, bool]]  # variant -> (aggregate, higher_is_better)
+    unavailable: str | None = None
+
+
+def ablation(
+    title: str, entries: list[AblationEntry], paper_rows: Iterable[PaperResult], store: Any,
+    uncertainty: Uncertainty = Uncertainty(),
+) -> Table:
+    """Table 4's layout for ``bench ablate``: PSNR, LPIPS, LMD, then every other metric some row has; each measured
+    row with its bootstrap interval and, against the full method (the first entry), a paired block-bootstrap test
+    (†: no significant difference); the paper's rows beside, never ranked."""
+    directions = {variant: higher for entry in entries for variant, (_, higher) in entry.values.items()}
+    extra = sorted(v for v in directions if v not in paper.TABLE4_VARIANTS)
+    columns = [Column(v, v, paper.LABELS.get(v, v.split("@")[0].upper()), directions.get(v, paper.HIGHER_IS_BETTER.get(v, True)))
+               for v in (*paper.TABLE4_VARIANTS, *extra)]
+    frames = FrameValues(store)
+    table = Table(title, columns, [])
+    for entry in entries:
+        label = entry.label if entry.source != "bench" else f"{entry.label} [bench]"
+        row = Row(f"{label} — unavailable" if entry.unavailable else label, MEASURED, method=entry.method)
+        for column in columns:
+            value = entry.values.get(column.variant)
+            result = None if value is None else {"run_id": entry.run_id, "variant": column.variant, "value": value[0]}
+            row.cells[column.key] = measured_cell(result, frames, uncertainty)
+        table.rows.append(row)
+    _rank(table, None, uncertainty, {})
+    full = table.rows[0]
+    for row in table.rows[1:]:
+        for column in columns:
+            cell, reference = row.cells[column.key], full.cells[column.key]
+            if not uncertainty.enabled or cell.value is None or reference.value is None:
+                continue
+            a = frames.get({"run_id": reference.run_id, "variant": column.variant, "value": reference.value})
+            b = frames.get({"run_id": cell.run_id, "variant": column.variant, "value": cell.value})
+            test = None if a is None or b is None else paired_test(a, b, resamples=uncertainty.resamples, seed=uncertainty.seed)
+            cell.not_significant = test is not None and not test.significant
+    table.rows += _paper_rows(paper_rows, columns)
+    table.notes += [
+        *_variant_notes(columns),
+        "± is half the 95 % circular block-bootstrap interval over frames; "
+        f"{NOT_SIGNIFICANT}: not significantly different from the full method (paired block bootstrap over the same "
+        "frames, 95 %); bold/underline: best/second among bench's rows.",
+        *(f"{entry.method} ({entry.track} track): {entry.unavailable}" for entry in entries if entry.unavailable),
+        *(f"{entry.method} runs on the {entry.track} track" for entry in entries[1:] if entry.track != entries[0].track),
+        "[bench]: a row bench adds beside the paper's.",
+        f"paper rows: {paper.SOURCE}, subject {paper.TABLE4_SUBJECT} only; never ranked.",
+    ]
+    return table
 
 
 BUILDERS = {"table1": table1, "table2": table2, "table4": table4}
@@ -491,12 +550,6 @@ def as_csv(tables: list[Table]) -> str:
     return buffer.getvalue()
 
 
-def as_html(tables: list[Table]) -> str:
-    """A standalone HTML page with the tables (the same markup as the leaderboard's)."""
-    from bench.reports.leaderboard import render_template
-
-    return render_template("table_page.html.j2", tables=tables, title="bench tables", root=None, subjects=[], methods=[])
-
-
-RENDERERS = {"md": as_markdown, "latex": as_latex, "csv": as_csv, "html": as_html}
+RENDERERS = {"md": as_markdown, "latex": as_latex, "csv": as_csv}
+"""Text formats; "html" is ``bench.reports.leaderboard.tables_page`` (the leaderboard's markup)."""
 

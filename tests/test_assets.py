@@ -139,6 +139,7 @@ def test_catalog_entries_are_complete():
 
 def test_every_mirror_file_is_catalogued_and_found(mirror):
     by_url = {asset.url: name for name, asset in assets.catalog().items()}
+    by_url.update({f"pypi:{asset.pypi_file}": name for name, asset in assets.catalog().items() if asset.pypi_file})
     for entry in json.loads((mirror / "MANIFEST.json").read_text()):
         name = by_url[entry["upstream"]]
         assert assets.get(name).sha256 == entry["sha256"] and assets.locate(name) == "mirror", name

@@ -138,7 +138,7 @@ def test_imported_video_is_scored_and_keyed_by_its_content(plugin, tmp_path, tin
     assert result.n_frames == 5
     stored = ResultsStore(home.results_store_path()).result(result.run_id, "psnr@frame-mean")
     assert stored["extras"]["alignment"] == {
-        "rendered_frames": 7, "gt_frames": 5, "scored_frames": 5, "rule": "truncated to the shorter sequence"
+        "pred_frames": 7, "gt_frames": 5, "scored_frames": 5, "rule": "truncated to the shorter sequence"
     }
     make_video(renders, n_frames=9)  # same path, new content: a new run
     assert pipeline.run(spec, progress=False).run_id != result.run_id

@@ -154,7 +154,7 @@ def test_table1_intervals_paired_marks_and_reference_rows(tmp_path):
     assert cells[ranked[0]].rank == 1 and not cells[ranked[0]].not_significant
     assert cells[ranked[1]].rank == 2 and cells[ranked[1]].not_significant
     assert cells["ground-truth"].rank is None and cells["ground-truth"].interval is None  # inf: reference, no CI
-    assert [r.source for r in rows].count("paper") == len(paper.TABLE1)
+    assert [r.source for r in rows].count("paper") == len(paper.rows("table1"))
 
 
 def test_table1_snapshot_with_intervals(tmp_path):
@@ -197,7 +197,7 @@ def test_table2_columns_per_audio_and_paper_reference(store):
 
 
 def test_html_table_is_real_markup(store):
-    page = tables.as_html(tables.table1(store, ["cnn"], "head", NO_CI))
+    page = leaderboard.tables_page(tables.table1(store, ["cnn"], "head", NO_CI))
     assert "<table" in page and '<th scope="col"' in page and '<th scope="row">' in page
     assert "<strong>25.0000</strong>" in page and "<u>20.0500</u>" in page
 

@@ -27,8 +27,8 @@ def clip_subject(clip_source, tmp_path, single_torch_thread):
 def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, tmp_path, monkeypatch, capfd):
     from bench import media, pipeline
     from bench.datasets.preprocess.prepared import open_prepared
-    from bench.methods.synctalk.data import HeadBackgrounds
-    from bench.methods.synctalk.model import SyncTalkModel, mirror_index
+    from bench.methods.engine.data import HeadBackgrounds
+    from bench.methods.engine.model import TalkingHeadModel, mirror_index
 
     head = pipeline.run(RunSpec(method="synctalk", subject="clip", config=TINY, metrics=("psnr",)), progress=False)
     psnr = head.outcomes[0].value
@@ -71,7 +71,7 @@ def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, t
     media.write_wav(wav, 0.3 * np.sin(np.arange(6400, dtype=np.float32) / 9.0))
     speech = DrivingAudio(id="speech", path=wav, n_frames=10, sha256="0" * 64, has_ground_truth=False)
     # with the head made transparent, each frame is exactly the replayed training frame's torso over the plate
-    monkeypatch.setattr(SyncTalkModel, "render_frame", lambda self, *args, **kwargs: args[-1])
+    monkeypatch.setattr(TalkingHeadModel, "render_frame", lambda self, *args, **kwargs: args[-1])
     ood = list(trained.method.render(trained.subject, trained.checkpoint, speech, Track.HEAD))
     assert len(ood) == 10 and ood[0].shape == (512, 512, 3) and ood[0].dtype == np.uint8
     backgrounds = HeadBackgrounds(prepared)

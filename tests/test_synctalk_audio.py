@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from bench.contracts import BenchError
-from bench.methods.synctalk import audio
-from bench.methods.synctalk.ave import AveClip, lower_face_crops, train_ave
-from bench.methods.synctalk.model import audio_net_for
+from bench.methods.engine import audio
+from bench.methods.engine.ave import AveClip, lower_face_crops, train_ave
+from bench.methods.engine.model import audio_net_for
 
 RATE = 16000
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.methods.synctalk import hashgrid
-from bench.methods.synctalk.hashgrid import CODE_CONFIG, PAPER_CONFIG, HashGrid2D, HashGridConfig, TriPlaneEncoder
+from bench.methods.engine import hashgrid
+from bench.methods.engine.hashgrid import CODE_CONFIG, PAPER_CONFIG, HashGrid2D, HashGridConfig, TriPlaneEncoder
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

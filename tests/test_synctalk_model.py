@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bench.contracts import Split
-from bench.methods.synctalk.data import SubjectData
-from bench.methods.synctalk.model import SyncTalkModel, mirror_index
-from bench.methods.synctalk.network import HeadField, region_boxes, sh_orthonormality_error
-from bench.methods.synctalk.training import Trainer
+from bench.methods.engine.data import SubjectData
+from bench.methods.engine.model import TalkingHeadModel, mirror_index
+from bench.methods.engine.fields import HeadField, region_boxes, sh_orthonormality_error
+from bench.methods.engine.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -70,7 +70,7 @@ CONFIG = {"iters_coarse": 40, "iters_fine": 8, "rays": 256, "patch_size": 8, "lr
 def _trainer(data: SubjectData) -> Trainer:
     torch.manual_seed(0)
     field = HeadField(expression_dim=7, n_codes=len(data.images), levels=4, log2_table=10, backend="torch")
-    model = SyncTalkModel(field, "mel", grid_resolution=16, max_steps=8)
+    model = TalkingHeadModel(field, "mel", grid_resolution=16, max_steps=8)
     audio = torch.randn(len(data.images), 1, 80, 16, generator=torch.Generator().manual_seed(1))
     return Trainer(model, data, audio, dict(CONFIG), seed=3, device=torch.device("cpu"), lpips=None)
 
@@ -95,7 +95,7 @@ def test_training_lowers_the_loss_and_resuming_gives_the_uninterrupted_weights(t
 
 
 def test_torso_field_learns_the_torso_behind_a_frozen_head_and_resumes_exactly(tmp_path):
-    from bench.methods.synctalk.torso import TorsoField, TorsoTrainer, frequency_encode, pixel_coordinates
+    from bench.methods.engine.torso import TorsoField, TorsoTrainer, frequency_encode, pixel_coordinates
 
     assert frequency_encode(torch.zeros(5, 2), 8).shape == (5, 34) and frequency_encode(torch.zeros(1, 6), 3).shape == (1, 42)
     data = _synthetic_subject(side=32)

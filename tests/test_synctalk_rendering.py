@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.methods.synctalk import rendering
-from bench.methods.synctalk.hashgrid import HashGridConfig, TriPlaneEncoder
-from bench.methods.synctalk.rendering import (
+from bench.methods.engine import rendering
+from bench.methods.engine.hashgrid import HashGridConfig, TriPlaneEncoder
+from bench.methods.engine.rendering import (
     DensityGrid,
     composite,
     get_rays,

@@ -147,6 +147,26 @@ class StepOutcome:
     summary: Mapping[str, Any]
 
 
+def plan_steps(
+    source: SubjectSource, steps: Mapping[str, Step], order: Sequence[str], options: Mapping[str, Mapping[str, Any]]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each step's (stage key, key inputs), computed without running anything; ``order`` lists every step's
+    dependencies before it (``closure``)."""
+    planned: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name in order:
+        step = steps[name]
+        inputs = {
+            "subject": source.id,
+            "video_sha256": source.sha256,
+            "step": name,
+            "version": step.version,
+            "options": options_fingerprint(merged_options(step, options.get(name, {}))),  # a file counts by content
+            "upstream": {dependency: planned[dependency][0] for dependency in step.depends},
+        }
+        planned[name] = (stages.stage_key(STAGE_PREFIX + name, inputs), inputs)
+    return planned
+
+
 def run_steps(
     source: SubjectSource,
     steps: Mapping[str, Step],
@@ -163,23 +183,14 @@ def run_steps(
             raise BenchError(f"options given for unknown preparation step {name!r}; steps are: {', '.join(steps)}")
     redo = dependants(steps, force) if force else set()
     order = closure(steps, [*wanted, *sorted(redo)])  # a forced step's dependants are redone too, never left stale
-    keys: dict[str, str] = {}
+    planned = plan_steps(source, steps, order, options)
     folders: dict[str, Path] = {}
     outcomes: dict[str, StepOutcome] = {}
     for name in order:
         step = steps[name]
         step_options = merged_options(step, options.get(name, {}))
-        inputs = {
-            "subject": source.id,
-            "video_sha256": source.sha256,
-            "step": name,
-            "version": step.version,
-            "options": options_fingerprint(step_options),  # an option naming a file counts by its content
-            "upstream": {dependency: keys[dependency] for dependency in step.depends},
-        }
         stage = STAGE_PREFIX + name
-        key = stages.stage_key(stage, inputs)
-        keys[name] = key
+        key, inputs = planned[name]
         if name in redo:
             _discard(stages.stage_path(stage, key))
         upstream = {other: folders[other] for other in closure(steps, step.depends)}

@@ -18,10 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import AUDIO_RATE, FPS, BenchError
+from bench.contracts import AUDIO_RATE, FPS, MIN_FRAMES, BenchError
 from bench.datasets.preprocess.core import Step, StepContext
-
-MIN_SECONDS = 2.0
 
 STEP = Step(
     name="ingest",
@@ -84,9 +82,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             crop = frame[top : top + side, left : left + side]
             writer.write(crop if side == size else cv2.resize(crop, (size, size), interpolation=interpolation))
     n_frames = writer.count
-    if n_frames < MIN_SECONDS * FPS:
+    if n_frames < MIN_FRAMES:
         raise BenchError(
-            f"{video}: only {n_frames} frames ({n_frames / FPS:.2f} s) at {FPS} fps; a subject needs at least {MIN_SECONDS:g} s"
+            f"{video}: only {n_frames} frames ({n_frames / FPS:.2f} s) at {FPS} fps; a subject needs at least {MIN_FRAMES / FPS:g} s"
         )
     samples = media.decode_audio(video)
     media.write_wav(ctx.out / "audio.wav", samples)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bench import home
-from bench.contracts import BenchError, Split
+from bench.contracts import BenchError, Split, Subject
 from bench.datasets import preprocess
 from bench.datasets.preprocess.core import StepOutcome, SubjectSource, dependants, run_steps
 
@@ -47,6 +47,11 @@ class PreparedSubject:
     video: Path
     sha256: str
     folders: Mapping[str, Path]
+
+    @classmethod
+    def of(cls, subject: Subject) -> PreparedSubject:
+        """The steps a run prepared for its method (``Subject.steps``), read without preparing anything."""
+        return cls(subject.id, subject.video_path, next(iter(subject.sources.values())), subject.steps)
 
     def folder(self, step: str) -> Path:
         if step not in self.folders:
@@ -118,21 +123,6 @@ def prepare(
     partial.write_text(json.dumps(record, indent=1))
     partial.replace(pointer)
     return PreparedSubject(source.id, source.video, source.sha256, folders)
-
-
-def evaluation_video(prepared: PreparedSubject) -> Path:
-    """The video a user-prepared subject is scored against: the source itself when ingest kept its frames as
-    decoded, else a lossless Matroska of the ingested (cropped, resized) frames and audio, written once per ingest
-    result, so that renders and ground truth share one frame space."""
-    from bench import media
-
-    if prepared.summary("ingest")["policy"] == "kept as decoded":
-        return prepared.video
-    ingest = prepared.folder("ingest")
-    path = home.prepared_pointer(prepared.id).with_name(f"{prepared.id}.{ingest.name}.mkv")
-    if not path.is_file():
-        media.write_video(path, prepared.frames(), media.read_wav(ingest / "audio.wav"), lossless=True)
-    return path
 
 
 def open_prepared(subject_id: str) -> PreparedSubject:

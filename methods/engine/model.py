@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from bench.contracts import BenchError
-from bench.methods.synctalk import audio as audio_module
-from bench.methods.synctalk import rendering
-from bench.methods.synctalk.network import HeadField
+from bench.methods.engine import audio as audio_module
+from bench.methods.engine import rendering
+from bench.methods.engine.fields import HeadField
 
 
 def audio_net_for(kind: str) -> nn.Module:
@@ -23,7 +23,7 @@ def audio_net_for(kind: str) -> nn.Module:
     raise BenchError(f"unknown audio encoder {kind!r}: use ave, mel, hubert or deepspeech")
 
 
-class SyncTalkModel(nn.Module):
+class TalkingHeadModel(nn.Module):
     def __init__(self, field: HeadField, audio_kind: str, grid_resolution: int = 128, max_steps: int = 16) -> None:
         super().__init__()
         self.field = field

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.methods.synctalk import rendering
-from bench.methods.synctalk.data import SubjectData
-from bench.methods.synctalk.hashgrid import HashGrid2D
-from bench.methods.synctalk.network import mlp
-from bench.methods.synctalk.training import load_checkpoint, save_checkpoint, step_generator
+from bench.methods.engine import rendering
+from bench.methods.engine.data import SubjectData
+from bench.methods.engine.fields import mlp
+from bench.methods.engine.hashgrid import HashGrid2D
+from bench.methods.engine.training import load_checkpoint, save_checkpoint, step_generator
 
 SHRINK = 0.8
 CODE_DIM = 8
@@ -153,7 +153,7 @@ class TorsoTrainer:
 
         total = self.config["iters_torso"] if until is None else min(until, self.config["iters_torso"])
         started = time.time()
-        bar = tqdm(total=total, initial=self.step_count, desc="train synctalk torso", unit="it", disable=not progress)
+        bar = tqdm(total=total, initial=self.step_count, desc="train torso", unit="it", disable=not progress)
         while self.step_count < total:
             loss = self.step()
             bar.update(1)

@@ -1,4 +1,4 @@
-"""Training SyncTalk's head (paper Eq. 13, released schedule; ``../shared/docs/synctalk.md`` §2.6).
+"""Training a talking-head NeRF's head, SyncTalk's recipe (paper Eq. 13, released schedule; ``../shared/docs/synctalk.md`` §2.6).
 
 - One training frame per step; ``rays`` random pixels in the coarse stage. The fine stage alternates two kinds of
   step as the released ``--finetune_lips`` does: patches of ``patch_size``² with 0.1·LPIPS (AlexNet, when its
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from bench.methods.synctalk import rendering
-from bench.methods.synctalk.data import SubjectData
-from bench.methods.synctalk.model import SyncTalkModel
+from bench.methods.engine import rendering
+from bench.methods.engine.data import SubjectData
+from bench.methods.engine.model import TalkingHeadModel
 
 CHECKPOINT = "latest.pt"
 EMA_DECAY = 0.95
@@ -57,7 +57,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def make_optimizer(model: SyncTalkModel, config: dict[str, Any]) -> torch.optim.Optimizer:
+def make_optimizer(model: TalkingHeadModel, config: dict[str, Any]) -> torch.optim.Optimizer:
     grid = model.field.grid_parameters()
     grid_ids = {id(p) for p in grid}
     others = [p for p in model.parameters() if id(p) not in grid_ids]
@@ -100,9 +100,11 @@ def _pixels_rect(rect: torch.Tensor, side: int, minimum: int = 32) -> tuple[torc
 
 
 class Trainer:
-    def __init__(self, model: SyncTalkModel, data: SubjectData, audio: torch.Tensor, config: dict[str, Any],
-                 seed: int, device: torch.device, lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> None:
+    def __init__(self, model: TalkingHeadModel, data: SubjectData, audio: torch.Tensor, config: dict[str, Any],
+                 seed: int, device: torch.device, lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+                 desc: str = "train") -> None:
         self.model = model.to(device)
+        self.desc = desc  # the progress bar's label
         self.data = data
         self.audio = audio.to(device)
         self.config = config
@@ -222,7 +224,7 @@ class Trainer:
 
         until = self.total if until is None else min(until, self.total)
         started = time.time()
-        bar = tqdm(total=until, initial=self.state.step, desc="train synctalk", unit="it", disable=not progress)
+        bar = tqdm(total=until, initial=self.state.step, desc=self.desc, unit="it", disable=not progress)
         while self.state.step < until:
             loss = self.step()
             bar.update(1)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.contracts import BenchError
-from bench.methods.synctalk.audio import MEL_WINDOW, AudioEncoder, ConvBlock, mel_start, wav2lip_mel
+from bench.methods.engine.audio import MEL_WINDOW, AudioEncoder, ConvBlock, mel_start, wav2lip_mel
 
 SYNC_FRAMES = 5  # frames per face window (0.2 s, one mel window)
 MIN_SHIFT = 5  # frames between a window and its non-synchronised partner

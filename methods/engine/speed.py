@@ -1,7 +1,7 @@
-"""``bench speed --method synctalk``: training iterations per second, seconds per rendered frame, FPS, memory.
+"""``bench speed --method METHOD``: for a method built on the engine, training iterations per second, seconds per rendered frame, FPS, memory.
 
 Protocol (``../shared/docs/synctalk.md`` §3, "FPS"): the model of the preset is trained (cached, as ``bench run``
-trains it); render time is ``SyncTalkModel.render_frame`` for one full head-only frame at the prepared size (512²)
+trains it); render time is ``TalkingHeadModel.render_frame`` for one full head-only frame at the prepared size (512²)
 with everything already on the device, excluding audio preprocessing and disk writes, after one warm-up frame,
 synchronised on CUDA; the median over frames is reported. Training speed is the median step time of extra steps
 run on a throw-away copy of the trained model (the checkpoint is not changed).
@@ -22,16 +22,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps: int = 30, progress: bool = True) -> dict[str, Any]:
+def measure(
+    method_name: str, subject: str, config: dict[str, Any], frames: int = 10, train_steps: int = 30, progress: bool = True
+) -> dict[str, Any]:
     from bench import media, pipeline
-    from bench.contracts import RunSpec
-    from bench.methods.synctalk.adapter import _lpips_loss, audio_inputs
-    from bench.methods.synctalk.data import HeadBackgrounds, load_subject
-    from bench.methods.synctalk.training import Trainer
+    from bench.contracts import BenchError, RunSpec
+    from bench.methods.engine.data import HeadBackgrounds
+    from bench.methods.engine.method import TalkingHeadMethod, audio_inputs, lpips_loss_model
+    from bench.methods.engine.training import Trainer
 
-    trained = pipeline.train(RunSpec(method="synctalk", subject=subject, config=config), progress)
+    trained = pipeline.train(RunSpec(method=method_name, subject=subject, config=config), progress)
     method = trained.method
-    model, prepared, data, meta, resolved = method.load(trained.subject, trained.checkpoint)
+    if not isinstance(method, TalkingHeadMethod):
+        raise BenchError(f"bench speed measures methods built on the NeRF engine; {method_name!r} is not one")
+    resolved = method.config
+    model, prepared, data, meta = method.load(trained.subject, trained.checkpoint)
     device = next(model.parameters()).device
     side = prepared.frames().shape[1]
     samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
@@ -58,9 +63,8 @@ def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps:
     render_seconds = statistics.median(times)
 
     model.train()
-    data = load_subject(prepared, resolved["train_size"], resolved["expression"], resolved["pose"] == "stabilised")
-    lpips, _ = _lpips_loss(resolved)
-    trainer = Trainer(model, data, inputs.cpu(), resolved, seed=1, device=device, lpips=lpips)
+    data = method.load_data(prepared)
+    trainer = Trainer(model, data, inputs.cpu(), resolved, seed=1, device=device, lpips=lpips_loss_model(resolved["lpips_loss"]))
     trainer.state.step = resolved["iters_coarse"] // 2  # a coarse-stage step, like most of training
     step_times = []
     for index in range(train_steps + 3):
@@ -72,8 +76,10 @@ def measure(subject: str, config: dict[str, Any], frames: int = 10, train_steps:
             step_times.append(time.perf_counter() - started)
     step_seconds = statistics.median(step_times)
     report = {
+        "method": method_name,
         "subject": subject,
-        "preset": resolved["preset"],
+        "preset": trained.config.preset,
+        "config_resolution": trained.config.choices,
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         "frame_size": side,
         "render_seconds_per_frame_median": round(render_seconds, 4),

@@ -75,7 +75,7 @@ class HeadBackgrounds:
 
 
 def ngp_poses(prepared: PreparedSubject, stabilised: bool, scale: float = 4.0) -> np.ndarray:
-    from bench.methods.synctalk.rendering import nerf_matrix_to_ngp
+    from bench.methods.engine.rendering import nerf_matrix_to_ngp
 
     pose = prepared.pose(stabilised)
     c2w = camera_to_world(pose["rotation"], pose["translation"])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.methods.synctalk.hashgrid import HashGridConfig, TriPlaneEncoder
+from bench.methods.engine.hashgrid import HashGridConfig, TriPlaneEncoder
 
 _C0 = 0.28209479177387814
 _C1 = 0.4886025119029199
