@@ -12,6 +12,9 @@
 - ``data``: a prepared subject as training and rendering tensors;
 - ``method``: train/render plumbing of a method built on the engine, and the resolution of its `auto` settings;
 - ``speed``: `bench speed`.
+- ``hashgrid3d``: torch-ngp's 3-D multiresolution hash grid (RAD-NeRF's ``gridencoder``) and its per-corner reference;
+- ``pe_field``: AD-NeRF's audio-conditioned head NeRF with frequency positional encoding;
+- ``region_attention``: ER-NeRF's region attention (audio and eye channel weights from the tri-plane features).
 
 No module here imports a method. Each fast path sits beside a plain reference implementation that its tests compare
 against.
