@@ -29,7 +29,6 @@ class AblationRow:
     method: str
     track: Track
     source: str  # FULL, "paper" (the paper has the row) or "bench" (bench's own)
-    paper_row: str | None = None
     unavailable: str | None = None
     plan: dict[str, str] = field(default_factory=dict)
     result: RunResult | None = None
@@ -48,12 +47,9 @@ def ablation_rows(spec: MethodSpec, track: Track) -> list[AblationRow]:
     """The full method, then each registered variant, in the spec's order."""
     if not spec.variants:
         raise BenchError(f"method {spec.id!r} has no registered variants to ablate (`bench list methods` shows them)")
-    variant_rows = {variant.paper_row for variant in spec.variants}
-    full_row = next((r.row for r in spec.paper_results if r.table == "table4" and r.row not in variant_rows), None)
-    rows = [AblationRow(f"{spec.id} (full)", spec.id, track, FULL, full_row)]
+    rows = [AblationRow(f"{spec.id} (full)", spec.id, track, FULL)]
     for variant in spec.variants:
-        rows.append(AblationRow(variant.label, f"{spec.id}:{variant.name}", variant.track or track, variant.source,
-                                variant.paper_row))
+        rows.append(AblationRow(variant.label, f"{spec.id}:{variant.name}", variant.track or track, variant.source))
     return rows
 
 

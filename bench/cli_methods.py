@@ -56,7 +56,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from bench import ablate, configs
-    from bench.cli_common import parse_pairs, print_rows, store_of
+    from bench.cli_common import parse_pairs, print_rows, store_of, uncertainty_of, write_or_print
     from bench.contracts import Track
     from bench.datasets.preprocess.core import parse_step_options
     from bench.reports import leaderboard, tables
@@ -81,8 +81,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablate.run(rows, base, store, progress=not args.no_progress)
     entries = [
         tables.AblationEntry(
-            row.label, row.method, row.track.value, row.source, row.paper_row,
-            row.result.run_id if row.result else None,
+            row.label, row.method, row.track.value, row.source, row.result.run_id if row.result else None,
             {o.spec.variant: (o.value.aggregate, o.spec.higher_is_better) for o in (row.result.outcomes if row.result else [])
              if o.value is not None},
             row.unavailable,
@@ -92,26 +91,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     preset = next((row.result.provenance["config_resolution"]["preset"] for row in rows if row.result), None)
     title = f"Table 4: ablation of {spec.id} on {args.subject}, self-driven test split" + (f", preset {preset}" if preset else "")
     paper_rows = [result for result in spec.paper_results if result.table == "table4"]
-    table = tables.ablation(title, entries, paper_rows, store, _uncertainty(args))
-    text = leaderboard.render_table([table], args.format)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
-    else:
-        print(text)
+    table = tables.ablation(title, entries, paper_rows, store, uncertainty_of(args))
+    write_or_print(leaderboard.render_table([table], args.format), args.out)
     return 0
 
 
-def _uncertainty(args: argparse.Namespace):
-    from bench.reports.tables import Uncertainty
-
-    return Uncertainty(enabled=not args.no_ci)
-
-
 def add_method_commands(commands: Any, progress: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
+    from bench.cli_common import uncertainty_parser
+
     ablation = commands.add_parser(
-        "ablate", parents=[store, progress],
+        "ablate", parents=[store, progress, uncertainty_parser()],
         help="run a method's registered variants on a subject and write the paper's Table 4 layout",
     )
     ablation.add_argument("--method", required=True)
@@ -125,7 +114,6 @@ def add_method_commands(commands: Any, progress: argparse.ArgumentParser, store:
     ablation.add_argument("--seed", type=int, default=0)
     ablation.add_argument("--format", choices=("md", "latex", "csv", "html"), default="md")
     ablation.add_argument("--out", help="write the table here instead of printing it")
-    ablation.add_argument("--no-ci", action="store_true", help="no bootstrap intervals or paired tests")
     ablation.add_argument("--dry-run", action="store_true", help="show what would run, what is cached, what is unavailable")
     ablation.set_defaults(func=cmd_ablate)
 

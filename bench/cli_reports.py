@@ -7,9 +7,9 @@ returns an exit code and raises ``BenchError`` for problems the user can fix.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from bench.cli_common import uncertainty_of, uncertainty_parser, write_or_print
 from bench.contracts import SELF_AUDIO, BenchError
 
 
@@ -23,36 +23,18 @@ def _store(args: argparse.Namespace):
     return ResultsStore(path)
 
 
-def _uncertainty(args: argparse.Namespace):
-    from bench.reports.tables import Uncertainty
-
-    if args.resamples < 100:
-        raise BenchError("--resamples: use at least 100 bootstrap resamples")
-    return Uncertainty(enabled=not args.no_ci, resamples=args.resamples, seed=args.ci_seed)
-
-
-def _write_or_print(text: str, out: str | None) -> None:
-    if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(f"wrote {path}", file=sys.stderr)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
 def cmd_table(args: argparse.Namespace) -> int:
     from bench.reports import leaderboard, tables
 
-    built = tables.BUILDERS[args.layout](_store(args), args.subject, args.track, _uncertainty(args))
-    _write_or_print(leaderboard.render_table(built, args.format), args.out)
+    built = tables.BUILDERS[args.layout](_store(args), args.subject, args.track, uncertainty_of(args))
+    write_or_print(leaderboard.render_table(built, args.format), args.out)
     return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench.reports import leaderboard
 
-    index = leaderboard.build(_store(args), Path(args.out), _uncertainty(args), frames=not args.no_frames, plots_wanted=not args.no_plots)
+    index = leaderboard.build(_store(args), Path(args.out), uncertainty_of(args), frames=not args.no_frames, plots_wanted=not args.no_plots)
     print(f"leaderboard: {index} (open it in a browser; it works from file://)")
     return 0
 
@@ -101,10 +83,7 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``table``, ``leaderboard``, ``regress``, ``export`` and ``plot`` to the ``bench`` subcommands."""
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--store", help="results store (SQLite); default $BENCH_RESULTS or $BENCH_HOME/results.sqlite")
-    uncertainty = argparse.ArgumentParser(add_help=False)
-    uncertainty.add_argument("--no-ci", action="store_true", help="skip bootstrap intervals and paired tests")
-    uncertainty.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    uncertainty.add_argument("--ci-seed", type=int, default=0, help="bootstrap seed (default 0: deterministic)")
+    uncertainty = uncertainty_parser()
     filters = argparse.ArgumentParser(add_help=False)
     filters.add_argument("--subject")
     filters.add_argument("--method")

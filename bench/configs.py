@@ -86,8 +86,9 @@ def expand_preset(spec: MethodSpec, config: Mapping[str, Any]) -> tuple[dict[str
 def resolve(choice: MethodChoice, overrides: Mapping[str, Any]) -> ResolvedConfig:
     """Defaults, then the variant's overrides, then the user's; presets expanded and ``auto`` resolved."""
     spec = choice.spec
-    refuse_unknown_keys(spec, overrides)
-    merged = {**spec.default_config, **(choice.variant.config if choice.variant else {}), **overrides}
+    variant_config = choice.variant.config if choice.variant else {}
+    refuse_unknown_keys(spec, {**variant_config, **overrides})
+    merged = {**spec.default_config, **variant_config, **overrides}
     values, preset = expand_preset(spec, merged)
     implementation = registry.load_object(spec.impl)
     values, choices = implementation.resolve_config(values)

