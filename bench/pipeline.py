@@ -198,6 +198,13 @@ def train(spec: RunSpec, progress: bool = True) -> Trained:
 CACHED, TO_RUN = "cached", "to run"
 
 
+def _run_identity(render_key: str, metric_options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(run id, fingerprint of the metric options): a run is its renders plus any metric options (e.g. user-supplied
+    OpenFace CSVs) that change its scores."""
+    options = options_fingerprint(metric_options)
+    return (render_key if not options else sha256_json([render_key, options])[:24]), options
+
+
 def plan(spec: RunSpec, store: ResultsStore | None = None) -> dict[str, str]:
     """What ``run(spec)`` would do, computing keys only: "cached" or "to run" for the stages prepare, train and
     render, and for the run's metrics ("metrics": how many are recorded). Raises what ``run`` would raise first."""
@@ -214,8 +221,7 @@ def plan(spec: RunSpec, store: ResultsStore | None = None) -> dict[str, str]:
     render_key = stages.stage_key("render", render_inputs)
     rendered = trained and stages.is_done("render", render_key)
     wanted = {m.variant for m in registry.select_metrics(spec.metrics)}
-    options = options_fingerprint(spec.metric_options)
-    run_id = render_key if not options else sha256_json([render_key, options])[:24]
+    run_id, _ = _run_identity(render_key, spec.metric_options)
     store = store or ResultsStore(home.results_store_path())
     recorded = len(wanted & store.recorded_variants(run_id)) if rendered else 0
     return {
@@ -326,9 +332,7 @@ def run(spec: RunSpec, store: ResultsStore | None = None, progress: bool = True)
     render_dir, _ = stages.ensure(
         "render", render_inputs, lambda out: _render(method, subject, checkpoint, audio, track, out, progress)
     )
-    # a run is its renders plus any metric options (e.g. user-supplied OpenFace CSVs) that change its scores
-    options = options_fingerprint(spec.metric_options)
-    run_id = render_dir.name if not options else sha256_json([render_dir.name, options])[:24]
+    run_id, options = _run_identity(render_dir.name, spec.metric_options)
 
     gt = subject.test_frames() if audio.has_ground_truth else None
     pred, gt, alignment = align_frames(media.open_frames(render_dir / "frames"), gt)
