@@ -403,7 +403,9 @@ def ablation(
     (†: no significant difference); the paper's rows beside, never ranked."""
     directions = {variant: higher for entry in entries for variant, (_, higher) in entry.values.items()}
     extra = sorted(v for v in directions if v not in paper.TABLE4_VARIANTS)
-    columns = [Column(v, v, paper.LABELS.get(v, v.split("@")[0].upper()), directions.get(v, paper.HIGHER_IS_BETTER.get(v, True)))
+    # the paper's columns by its names; the others by variant id, since several variants of one family may appear
+    columns = [Column(v, v, paper.LABELS.get(v, v) if v in paper.TABLE4_VARIANTS else v,
+                      directions.get(v, paper.HIGHER_IS_BETTER.get(v, True)))
                for v in (*paper.TABLE4_VARIANTS, *extra)]
     frames = FrameValues(store)
     table = Table(title, columns, [])
