@@ -65,18 +65,20 @@ def upstream() -> Path:
 
 @pytest.fixture(scope="session")
 def pypi_assets(tmp_path_factory) -> Path:
-    """Assets published inside PyPI distributions (e.g. the LIVE NIQE/BRISQUE models), fetched once per session
-    with pip into a folder that the ``mirror`` fixture adds as a second mirror."""
+    """Assets published inside PyPI distributions (e.g. the LIVE NIQE/BRISQUE models) that neither the mirror nor an
+    installed package holds, fetched once per session with pip into a folder that the ``mirror`` fixture adds as a
+    second mirror."""
     from bench import assets
 
     folder = tmp_path_factory.mktemp("pypi_assets")
+    here = {name for name, asset in assets.catalog().items() if asset.pypi_file and assets.locate(name) != "missing"}
     patch = pytest.MonkeyPatch()
     patch.setenv("BENCH_HOME", str(tmp_path_factory.mktemp("pypi_home")))
     patch.delenv("BENCH_OFFLINE", raising=False)
     patch.delenv("BENCH_ASSET_MIRROR", raising=False)
     try:
         for name, asset in assets.catalog().items():
-            if asset.pypi_file:
+            if asset.pypi_file and name not in here:  # what the mirror or an installed package has needs no pip
                 target = folder / name
                 target.mkdir()
                 (target / asset.filename).write_bytes(assets.fetch(name).read_bytes())

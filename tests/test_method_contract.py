@@ -4,6 +4,7 @@ preparation steps keying training, availability, and `bench ablate` (dry run, an
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -77,14 +78,20 @@ def test_auto_settings_are_resolved_before_hashing(monkeypatch, tmp_path):
 
     choice = configs.choose_method("synctalk")
     resolved = configs.resolve(choice, {})
-    # this machine: no AVE weights, no AlexNet weights, no tinycudann
-    assert resolved.values["audio_encoder"] == "mel" and resolved.choices["audio_encoder"].startswith("auto -> mel")
+    # this machine: no AVE weights, Whisper in the mirror, no AlexNet weights, no tinycudann
+    assert resolved.values["audio_encoder"] == "whisper" and resolved.choices["audio_encoder"].startswith("auto -> whisper")
     assert resolved.values["lpips_loss"] is False and resolved.choices["lpips_loss"].startswith("auto -> False")
     assert resolved.values["grid_backend"] == "torch" and resolved.choices["grid_backend"].startswith("auto -> torch")
     assert "auto" not in resolved.values.values()
     # each choice follows the machine: weights given -> the AVE; tinycudann with CUDA -> tcnn
     ave = configs.resolve(choice, {"ave_path": str(tmp_path / "ave.pth")})
     assert ave.values["audio_encoder"] == "ave"
+    # no Whisper (no ctranslate2, or its files neither cached nor mirrored) -> mel, and why
+    mirror = os.environ["BENCH_ASSET_MIRROR"]
+    monkeypatch.setenv("BENCH_ASSET_MIRROR", str(tmp_path))
+    mel = configs.resolve(choice, {})
+    assert mel.values["audio_encoder"] == "mel" and "whisper_tiny_en_ct2_config_json is missing" in mel.choices["audio_encoder"]
+    monkeypatch.setenv("BENCH_ASSET_MIRROR", mirror)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tinycudann" else real_find_spec(name, *a))
     monkeypatch.setattr(hashgrid, "tcnn_available", lambda: True)
@@ -180,7 +187,7 @@ def test_a_second_method_from_engine_parts_alone(clip_subject, monkeypatch):
     assert result.n_frames == 7 and result.outcomes[0].value.aggregate > 10
     trained = pipeline.train(RunSpec(method="minimal-head", subject="clip"), progress=False)
     meta = json.loads((trained.checkpoint / "meta.json").read_text())
-    assert meta["audio_encoder"] == "mel" and meta["steps"] == 36
+    assert meta["audio_encoder"] == "whisper" and meta["steps"] == 36
     assert "bundle" not in trained.subject.steps and "points" not in trained.subject.steps  # raw poses: no bundle step
 
 

@@ -15,7 +15,7 @@ module reproduces:
   than Wav2Lip in the 256-channel stage), 512-d per window. The released ``audio_visual_encoder.pth`` holds the
   tower's ``nn.Sequential`` state dict *without* a prefix (``0.conv_block.0.weight`` ...); SyncTalk loads it by
   prefixing ``audio_encoder.``, strictly.
-- ``AudioNetAVE`` (512→256→128→32), ``AudioNet`` (DeepSpeech / HuBERT features), ``AudioAttNet`` over the 8-frame
+- ``AudioNetAVE`` (512→256→128→32), ``AudioNet`` (DeepSpeech / HuBERT / Whisper features), ``AudioAttNet`` over the 8-frame
   window [i−4, i+4) zero-padded at the ends. Module attribute names follow SyncTalk's so its state dicts map 1:1.
 """
 
@@ -41,6 +41,7 @@ AVE_DIM = 512
 AUDIO_DIM = 32  # per-frame audio code fed to the NeRF (SyncTalk's audio_dim)
 DEEPSPEECH_SHAPE = (16, 29)  # aud_ds.npy: (N, 16, 29)
 HUBERT_SHAPE = (2, 1024)  # aud_hu.npy: (N, 2, 1024)
+WHISPER_SHAPE = (2, 384)  # Whisper tiny.en: two encoder features per video frame (whisper.py)
 AVE_PREFIX = "audio_encoder."
 
 

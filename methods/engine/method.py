@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import SELF_AUDIO, BenchError, DrivingAudio, Method, Subject, Track, Unavailable
+from bench.contracts import SAMPLES_PER_FRAME, SELF_AUDIO, BenchError, DrivingAudio, Method, Subject, Track, Unavailable
 
-AUDIO_ENCODERS = ("ave", "mel", "hubert", "deepspeech")
+AUDIO_ENCODERS = ("ave", "whisper", "mel", "hubert", "deepspeech")
 FEATURE_ENCODERS = {"hubert": "HuBERT (facebook/hubert-large-ls960-ft)", "deepspeech": "DeepSpeech v0.1.0"}
 
 
@@ -47,9 +47,11 @@ def device():
 
 def resolve_audio_encoder(config: Mapping[str, Any]) -> tuple[str, str]:
     """(kind, why). ``auto`` takes the AVE when its weights are at hand (config ``ave_path`` or the asset
-    ``synctalk_ave``), else the plain mel encoder trained end to end. A feature encoder without its features is
-    unavailable: its weights cannot be had here."""
+    ``synctalk_ave``), else Whisper tiny.en when ctranslate2 and its model files are here (no download), else the
+    plain mel encoder trained end to end. A feature encoder without its features is unavailable: its weights cannot
+    be had here."""
     from bench import assets
+    from bench.methods.engine import whisper
 
     kind = config["audio_encoder"]
     if kind == "auto":
@@ -57,7 +59,11 @@ def resolve_audio_encoder(config: Mapping[str, Any]) -> tuple[str, str]:
             return "ave", f"AVE weights from {config['ave_path']}"
         if "synctalk_ave" in assets.catalog() and assets.locate("synctalk_ave") != "missing":
             return "ave", "AVE weights from the asset synctalk_ave"
-        return "mel", "no audio-visual encoder weights here (config ave_path or asset synctalk_ave): mel encoder trained end to end"
+        whisper_missing = whisper.missing(download=False)
+        if whisper_missing is None:
+            return "whisper", "no audio-visual encoder weights here (config ave_path or asset synctalk_ave): Whisper tiny.en features"
+        return "mel", (f"no audio-visual encoder weights here (config ave_path or asset synctalk_ave) and no Whisper "
+                       f"({whisper_missing}): mel encoder trained end to end")
     if kind not in AUDIO_ENCODERS:
         raise BenchError(f"audio_encoder={kind!r}: use auto or one of {', '.join(AUDIO_ENCODERS)}")
     if kind in FEATURE_ENCODERS and not config.get(f"{kind}_features"):
@@ -68,6 +74,8 @@ def resolve_audio_encoder(config: Mapping[str, Any]) -> tuple[str, str]:
     if kind == "ave" and not config.get("ave_path") and "synctalk_ave" not in assets.catalog():
         raise Unavailable("audio_encoder=ave needs the audio-visual encoder's weights: train them with `bench train-ave` "
                           "and pass --config ave_path=PATH")
+    if kind == "whisper" and (reason := whisper.missing(download=True)):
+        raise Unavailable(f"audio_encoder=whisper: {reason}")
     return kind, "chosen in the config"
 
 
@@ -110,6 +118,10 @@ def audio_inputs(kind: str, samples: np.ndarray, n_frames: int, config: Mapping[
 
     if kind == "mel":
         return audio.frame_mel_windows(samples, n_frames)
+    if kind == "whisper":
+        from bench.methods.engine import whisper
+
+        return whisper.frame_inputs(samples, n_frames)
     if kind == "ave":
         path = config.get("ave_path") or assets.fetch("synctalk_ave")
         return audio.encode_frames(audio.load_ave(path, device()), samples, n_frames, device())
@@ -252,15 +264,37 @@ class TalkingHeadMethod(Method):
         return torso.to(on).eval()
 
     def render(self, subject: Subject, checkpoint_dir: Path | None, audio: DrivingAudio, track: Track) -> Iterator[np.ndarray]:
-        import torch
-
         from bench import media
-        from bench.methods.engine.data import HeadBackgrounds
-        from bench.methods.engine.model import mirror_index
-        from bench.methods.engine.torso import pixel_coordinates
 
         if checkpoint_dir is None:
             raise BenchError(f"{self.spec.id} renders from a trained checkpoint")
+        if audio.id == SELF_AUDIO:
+            prepared = prepared_subject(subject)
+            yield from self.render_test_split(subject, checkpoint_dir, track, media.read_wav(prepared.folder("ingest") / "audio.wav"))
+            return
+        from bench.methods.engine.model import mirror_index
+
+        n_train = len(prepared_subject(subject).split.train)
+        sources = [mirror_index(i, n_train) for i in range(audio.n_frames)]
+        yield from self.render_sources(subject, checkpoint_dir, track, sources, audio.samples(), list(range(audio.n_frames)),
+                                       audio.n_frames)
+
+    def render_test_split(self, subject: Subject, checkpoint_dir: Path, track: Track, samples: np.ndarray) -> Iterator[np.ndarray]:
+        """The test split's frames (their poses, expressions and backgrounds) driven by ``samples``, 16 kHz audio
+        aligned with the whole clip: the subject's own audio, or a control such as that audio shifted."""
+        prepared = prepared_subject(subject)
+        test = list(prepared.split.test)
+        yield from self.render_sources(subject, checkpoint_dir, track, test, samples, test, prepared.n_frames)
+
+    def render_sources(self, subject: Subject, checkpoint_dir: Path, track: Track, sources: list[int],
+                       samples: np.ndarray, audio_frames: list[int], n_inputs: int | None = None) -> Iterator[np.ndarray]:
+        """Frame k: the pose, expression and background of clip frame ``sources[k]``, the audio of video frame
+        ``audio_frames[k]`` of ``samples`` (whose audio inputs cover ``n_inputs`` frames: by default its length)."""
+        import torch
+
+        from bench.methods.engine.data import HeadBackgrounds
+        from bench.methods.engine.torso import pixel_coordinates
+
         config = self.config
         if config.get("torso") and track is Track.PORTRAIT:
             raise BenchError("torso=true renders the head track only: the portrait track pastes the face into the original "
@@ -270,14 +304,7 @@ class TalkingHeadMethod(Method):
         torso = self._load_torso(checkpoint_dir, data, on) if config.get("torso") else None
         frames = prepared.frames()
         side = frames.shape[1]
-        if audio.id == SELF_AUDIO:
-            sources = list(data.split.test)
-            samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
-            n_inputs = prepared.n_frames
-        else:
-            sources = [mirror_index(i, len(data.split.train)) for i in range(audio.n_frames)]
-            samples = audio.samples()
-            n_inputs = audio.n_frames
+        n_inputs = n_inputs or len(samples) // SAMPLES_PER_FRAME
         inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, n_inputs, config)).float().to(on)
         head_background = HeadBackgrounds(prepared)
         face = prepared.array("parsing", "face_soft.npy")
@@ -285,8 +312,7 @@ class TalkingHeadMethod(Method):
         if torso is not None:
             coords = pixel_coordinates(side).to(on)
             plate = torch.from_numpy(head_background.plate).to(on).float().reshape(-1, 3) / 255
-        for index, source in enumerate(sources):
-            audio_frame = source if audio.id == SELF_AUDIO else index
+        for source, audio_frame in zip(sources, audio_frames, strict=True):
             with torch.no_grad():
                 code = model.encode_audio(inputs, audio_frame)
                 if torso is None:

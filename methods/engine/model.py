@@ -16,11 +16,13 @@ def audio_net_for(kind: str) -> nn.Module:
         return audio_module.AudioNetAVE()
     if kind == "mel":
         return audio_module.MelEncoder()
+    if kind == "whisper":
+        return audio_module.AudioNet(dim_in=audio_module.WHISPER_SHAPE[1])
     if kind == "hubert":
         return audio_module.AudioNet(dim_in=audio_module.HUBERT_SHAPE[1])
     if kind == "deepspeech":
         return audio_module.AudioNet()
-    raise BenchError(f"unknown audio encoder {kind!r}: use ave, mel, hubert or deepspeech")
+    raise BenchError(f"unknown audio encoder {kind!r}: use ave, whisper, mel, hubert or deepspeech")
 
 
 class TalkingHeadModel(nn.Module):

@@ -66,6 +66,8 @@ VARIANTS = (
             paper_row="without head-sync stabilizer"),
     Variant("no-portrait", "without Portrait-Sync Generator", track=Track.HEAD,
             paper_row="without portrait-sync generator"),
+    Variant("whisper", "audio encoder: Whisper tiny.en features (bench's row)", {"audio_encoder": "whisper"},
+            source="bench"),
     Variant("mel", "audio encoder: mel spectrogram encoder trained end to end (bench's row)", {"audio_encoder": "mel"},
             source="bench"),
     Variant("masked-attention-code", "masked attention as the released code's losses (bench's row)",
@@ -105,6 +107,22 @@ PRESETS = {
         "grid_update_every": 16,
         "checkpoint_every": 2000,
     },
+    "cpu": {  # about 30 minutes of training on a 2-core CPU: long enough for the mouth to follow the audio
+        "train_size": 128,
+        "iters_coarse": 12_000,
+        "iters_fine": 4_000,  # every other fine step samples the lip box
+        "iters_torso": 2_000,
+        "rays": 64 * 64,
+        "patch_size": 16,
+        "levels": 12,
+        "max_steps": 16,
+        "grid_resolution": 64,
+        "lr_grid": 1e-2,
+        "lr_net": 1e-3,
+        "ema_every": 10,
+        "grid_update_every": 16,
+        "checkpoint_every": 1000,
+    },
     "smoke": {  # a few minutes on a 2-core CPU at reduced resolution (the tests' preset)
         "train_size": 128,
         "iters_coarse": 500,
@@ -133,8 +151,8 @@ SPECS = (
         capabilities=Capabilities(needs_training=True, ood_audio=True, tracks=(Track.HEAD, Track.PORTRAIT)),
         version="3",  # 3: on the engine; training reads the preparation the pipeline hands over
         default_config={
-            "preset": "smoke",  # smoke | fast | paper (PRESETS)
-            "audio_encoder": "auto",  # auto | ave | mel | hubert | deepspeech
+            "preset": "smoke",  # smoke | cpu | fast | paper (PRESETS)
+            "audio_encoder": "auto",  # auto (ave, else whisper, else mel) | ave | whisper | mel | hubert | deepspeech
             "ave_path": None,  # weights of the audio-visual encoder (bench train-ave, or SyncTalk's release)
             "hubert_features": None,  # precomputed HuBERT features (.npy) for audio_encoder=hubert
             "deepspeech_features": None,  # precomputed DeepSpeech features (.npy) for audio_encoder=deepspeech
