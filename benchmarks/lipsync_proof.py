@@ -43,7 +43,7 @@ def score(frames: np.ndarray, gt: np.ndarray, samples: np.ndarray, folder: Path,
         value = compute_metric(registry.metrics.get(variant), data)
         cell = f"{value.aggregate:.3f}"
         if "lag_frames" in value.extras:
-            cell += f" ({value.extras['lag_frames']:+d})"
+            cell += f" (lag {value.extras['lag_frames']:+d}, spread {value.extras['spread_ratio']:.2f})"
         cells[variant] = cell
     return cells
 

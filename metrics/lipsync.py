@@ -36,7 +36,7 @@ Bench's own measures:
   instead of near 0, ordered 7-8 of the 11 clips below.)
 - ``lipsync@mouth-corr-gt`` (higher is better, needs GT): the Pearson correlation of the prediction's
   mouth-opening series with the GT's, frame by frame (``extras``: the lag of the maximum cross-correlation within
-  ±5 frames and its value). It says directly whether the mouth moves with the speech; the GT row is 1.
+  ±5 frames and its value, and the spread ratio std(pred) / std(GT): a mouth that moves in time but too little). It says directly whether the mouth moves with the speech; the GT row is 1.
 
 How often each variant prefers a clip's own audio over the same audio rolled by 1 s, on the mirror's 11 real clips
 (the first 20 s of cnn and MimicTalk's German clip, the whole 5-8 s of the four HDTF and five VideoReTalking clips;
@@ -445,6 +445,9 @@ class MouthCorrelationGT(Metric):
         pred = mouth_series(data.pred, task).openness
         gt = mouth_series(data.gt, task).openness
         at_zero, lag, best = lagged_correlation(pred, gt)
-        extras = {"lag_frames": lag, "best_lag_correlation": round(best, 4), "no_face_frames": int(np.isnan(pred).sum()),
+        both = np.isfinite(pred) & np.isfinite(gt)
+        spread = float(np.std(pred[both]) / np.std(gt[both])) if both.sum() > 2 and np.std(gt[both]) > 0 else float("nan")
+        extras = {"lag_frames": lag, "best_lag_correlation": round(best, 4), "spread_ratio": round(spread, 4),
+                  "no_face_frames": int(np.isnan(pred).sum()),
                   "no_face_frames_gt": int(np.isnan(gt).sum()), "frames": len(pred)}
         return MetricValue(aggregate=at_zero, extras=extras)

@@ -186,6 +186,7 @@ def test_mouth_correlation_with_gt_and_its_lag(cnn_clip):
     gt = np.asarray(frames[:150])
     itself = _score("lipsync@mouth-corr-gt", gt, gt=gt)  # the GT row
     assert itself.aggregate == pytest.approx(1.0) and itself.extras["lag_frames"] == 0
+    assert itself.extras["spread_ratio"] == pytest.approx(1.0)
     late = np.concatenate([gt[:3], gt[:-3]])  # the same mouth three frames late
     delayed = _score("lipsync@mouth-corr-gt", late, gt=gt)
     assert delayed.extras["lag_frames"] == 3 and delayed.extras["best_lag_correlation"] > 0.95

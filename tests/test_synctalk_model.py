@@ -8,8 +8,8 @@ import torch
 
 from bench.contracts import Split
 from bench.methods.engine.data import SubjectData
-from bench.methods.engine.model import TalkingHeadModel, mirror_index
 from bench.methods.engine.fields import HeadField, region_boxes, sh_orthonormality_error
+from bench.methods.engine.model import TalkingHeadModel, mirror_index
 from bench.methods.engine.training import Trainer
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.contracts import SAMPLES_PER_FRAME, SELF_AUDIO, BenchError, DrivingAudio, Method, Subject, Track, Unavailable
+from bench.contracts import SELF_AUDIO, BenchError, DrivingAudio, Method, Subject, Track, Unavailable
 
 AUDIO_ENCODERS = ("ave", "whisper", "mel", "hubert", "deepspeech")
 FEATURE_ENCODERS = {"hubert": "HuBERT (facebook/hubert-large-ls960-ft)", "deepspeech": "DeepSpeech v0.1.0"}
@@ -287,9 +287,9 @@ class TalkingHeadMethod(Method):
         yield from self.render_sources(subject, checkpoint_dir, track, test, samples, test, prepared.n_frames)
 
     def render_sources(self, subject: Subject, checkpoint_dir: Path, track: Track, sources: list[int],
-                       samples: np.ndarray, audio_frames: list[int], n_inputs: int | None = None) -> Iterator[np.ndarray]:
+                       samples: np.ndarray, audio_frames: list[int], n_inputs: int) -> Iterator[np.ndarray]:
         """Frame k: the pose, expression and background of clip frame ``sources[k]``, the audio of video frame
-        ``audio_frames[k]`` of ``samples`` (whose audio inputs cover ``n_inputs`` frames: by default its length)."""
+        ``audio_frames[k]`` of ``samples`` (whose per-frame audio inputs are computed for ``n_inputs`` frames)."""
         import torch
 
         from bench.methods.engine.data import HeadBackgrounds
@@ -304,7 +304,6 @@ class TalkingHeadMethod(Method):
         torso = self._load_torso(checkpoint_dir, data, on) if config.get("torso") else None
         frames = prepared.frames()
         side = frames.shape[1]
-        n_inputs = n_inputs or len(samples) // SAMPLES_PER_FRAME
         inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, n_inputs, config)).float().to(on)
         head_background = HeadBackgrounds(prepared)
         face = prepared.array("parsing", "face_soft.npy")
