@@ -35,7 +35,7 @@ def test_synctalk_trains_renders_both_tracks_torso_and_ood_audio(clip_subject, t
     assert head.n_frames == 7 and psnr is not None and psnr.aggregate > 10  # a user-prepared subject runs by its name
     trained = pipeline.train(RunSpec(method="synctalk", subject="clip", config=TINY), progress=False)
     meta = json.loads((trained.checkpoint / "meta.json").read_text())
-    assert meta["steps"] == 36 and meta["audio_encoder"] == "mel" and meta["torso"] is None
+    assert meta["steps"] == 36 and meta["audio_encoder"] == "whisper" and meta["torso"] is None  # auto, with the mirror
     assert head.video is not None and len(list(media.iter_video(head.video))) == 7
     assert "train synctalk" not in capfd.readouterr().err  # progress=False (--no-progress) hides the training bar
 
