@@ -293,6 +293,11 @@ def whisper_components(samples: np.ndarray, n_frames: int, components: int = WHI
 # Scores
 
 
+def _rounded(value: float) -> float | None:
+    """A value for ``extras`` (stored and printed as JSON): rounded, None where it is not finite."""
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
 def _min_max(values: np.ndarray) -> np.ndarray:
     return (values - values.min()) / (values.max() - values.min() + 1e-8)
 
@@ -407,7 +412,7 @@ class THEvalSync(_MouthMetric):
         samples = self.samples(data, n)
         speech = speech_mask(speech_segments(samples, self.assets[SILERO]), n, data.fps)
         value = theval_sync(mouth.openness, loudness(samples, n, data.fps), speech)
-        return value, {"speech_frames": int(speech.sum()), "speech_ratio": round(float(speech.mean()), 4)}
+        return value, {"speech_frames": int(speech.sum()), "speech_ratio": _rounded(speech.mean())}
 
 
 class THEvalSilentMAD(_MouthMetric):
@@ -421,7 +426,7 @@ class _OffsetConfidence(_MouthMetric):
     def score(self, mouth: MouthSeries, data: MetricInput) -> tuple[float, dict[str, Any]]:
         curve = self.curve(mouth.openness, self.samples(data, len(mouth.openness)), data.fps)
         offset, confidence = offset_confidence(curve)
-        return confidence, {"offset_frames": offset, "curve": [round(float(c), 4) for c in curve]}
+        return confidence, {"offset_frames": offset, "curve": [_rounded(c) for c in curve]}
 
     @abc.abstractmethod
     def curve(self, openness: np.ndarray, samples: np.ndarray, fps: float) -> np.ndarray: ...
@@ -447,7 +452,7 @@ class MouthCorrelationGT(Metric):
         at_zero, lag, best = lagged_correlation(pred, gt)
         both = np.isfinite(pred) & np.isfinite(gt)
         spread = float(np.std(pred[both]) / np.std(gt[both])) if both.sum() > 2 and np.std(gt[both]) > 0 else float("nan")
-        extras = {"lag_frames": lag, "best_lag_correlation": round(best, 4), "spread_ratio": round(spread, 4),
+        extras = {"lag_frames": lag, "best_lag_correlation": _rounded(best), "spread_ratio": _rounded(spread),
                   "no_face_frames": int(np.isnan(pred).sum()),
                   "no_face_frames_gt": int(np.isnan(gt).sum()), "frames": len(pred)}
         return MetricValue(aggregate=at_zero, extras=extras)
