@@ -1,8 +1,9 @@
 """Whisper tiny.en as a pretrained audio front end: encoder features per 25 fps video frame, through CTranslate2.
 
 Why: with no audio-visual encoder weights here, a front end trained from scratch on one subject's minute of speech
-is ignored by the NeRF (renders barely change with the audio). Whisper's encoder, pretrained on 680k hours of speech,
-gives features that separate phonemes; MuseTalk and LatentSync drive lips with them.
+learns sync slowly (after 7,000 steps its renders barely changed with the audio). Whisper's encoder, pretrained on
+680k hours of speech, gives features that separate phonemes; MuseTalk and LatentSync drive lips with them. On cnn at
+the ``cpu`` preset the mouth-opening correlation with GT is 0.74 with these features, 0.60 with the mel encoder.
 
 - Log-mel as OpenAI's ``whisper.audio.log_mel_spectrogram``: 16 kHz, Hann STFT n_fft 400 / hop 160 (centred, reflect
   padding, last frame dropped), power spectrum through librosa's 80 Slaney mel filters (which are Whisper's
@@ -11,6 +12,8 @@ gives features that separate phonemes; MuseTalk and LatentSync drive lips with t
 - The encoder sees 30 s windows (3000 mel frames → 1500 features, 50 per second). Longer audio is encoded in windows
   starting every ``STRIDE_SECONDS``; each feature is taken from the window where it lies furthest from an edge
   (features near a window's end see less context and the padding), so seams fall in the middle of overlaps.
+- The encoding of a silent window is subtracted position by position: Whisper's output otherwise carries each
+  feature's position in its window strongly enough to identify the time (``encode``).
 - Video frame i spans [i/25, (i+1)/25) s: features 2i and 2i+1. Per-frame inputs are (384, 2), the layout of the
   engine's ``AudioNet`` (channels × steps); frames past the audio's end repeat its last frame.
 - Features are cached per audio content and model (``$BENCH_HOME/features/whisper``).
