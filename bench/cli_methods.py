@@ -29,16 +29,18 @@ def cmd_train_ave(args: argparse.Namespace) -> int:
         clips.append(AveClip(frames, np.asarray(prepared.array("landmarks", "lms68.npy")),
                              media.read_wav(prepared.folder("ingest") / "audio.wav")))
         sources[subject] = prepared.sha256
-    settings = {"subjects": sources, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    settings = {"subjects": sources, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                "face_size": args.face_size, "face_width": args.face_width, "recon_weight": args.recon_weight,
+                "negatives": args.negatives, "group_size": args.group_size}
     out = Path(args.out) if args.out else home.bench_home() / "ave" / f"ave-{sha256_json(settings)[:12]}.pth"
     if out.exists() and not args.overwrite:
         raise BenchError(f"{out} exists; pass --overwrite or another --out (results are never silently replaced)")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    state, report = train_ave(clips, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                              device=device, progress=not args.no_progress)
+    options = {key: value for key, value in settings.items() if key != "subjects"}
+    state, report = train_ave(clips, device=device, progress=not args.no_progress, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, state)
-    summary = {key: value for key, value in report.items() if key != "losses"}
+    summary = {key: value for key, value in report.items() if key not in ("losses", "curve")}
     out.with_suffix(".json").write_text(json.dumps({"settings": settings, "device": device, "report": report}, indent=1, default=str))
     print(json.dumps(summary, indent=1, default=str))
     print(f"audio-visual encoder: {out}  (use it with --config ave_path={out})")
@@ -123,6 +125,12 @@ def add_method_commands(commands: Any, progress: argparse.ArgumentParser, store:
     ave.add_argument("--batch-size", type=int, default=32)
     ave.add_argument("--lr", type=float, default=1e-4)
     ave.add_argument("--seed", type=int, default=0)
+    ave.add_argument("--face-size", type=int, default=64, help="square crop side; the lower half is used (Wav2Lip: 96)")
+    ave.add_argument("--face-width", type=int, default=16, help="face tower base width (Wav2Lip: 32)")
+    ave.add_argument("--recon-weight", type=float, default=1.0, help="weight of the reconstruction loss (Eq. 3)")
+    ave.add_argument("--negatives", choices=("sampled", "all"), default="sampled",
+                     help="sampled: Wav2Lip's one shifted partner per window; all: every same-clip pair >= 5 frames apart")
+    ave.add_argument("--group-size", type=int, default=16, help="windows drawn from one clip at a time (negatives=all)")
     ave.add_argument("--out", help="where to write the encoder (.pth, SyncTalk's released layout)")
     ave.add_argument("--overwrite", action="store_true")
     ave.set_defaults(func=cmd_train_ave)

@@ -8,7 +8,16 @@ import torch
 
 from bench.contracts import BenchError
 from bench.methods.engine import audio
-from bench.methods.engine.ave import AveClip, lower_face_crops, train_ave
+from bench.methods.engine.ave import (
+    AveClip,
+    _Batch,
+    _PreparedClip,
+    _sample_all_pairs,
+    _sample_pairs,
+    _sync_loss,
+    lower_face_crops,
+    train_ave,
+)
 from bench.methods.engine.model import audio_net_for
 
 RATE = 16000
@@ -198,16 +207,21 @@ def synthetic_clip(seed: int, n_frames: int = 250, size: int = 64) -> AveClip:
 
 
 def test_train_ave_learns_sync_on_synthetic_mouth(tmp_path, single_torch_thread):
-    """Two 10 s clips, 100 steps of 16 pairs (~10-40 s on 2 cores): held-aside sync accuracy from chance to ≥ 0.7."""
+    """Two 10 s clips, 100 steps of 16 windows, all same-clip pairs (~5 s on one thread): held-aside sync accuracy
+    from chance to ≥ 0.7."""
     clips = [synthetic_clip(seed) for seed in range(2)]
     state, report = train_ave(
-        clips, steps=100, batch_size=16, lr=2e-3, seed=0, device="cpu", progress=False, face_size=32, face_width=8
-    )
+        clips, steps=100, batch_size=16, lr=2e-3, seed=0, device="cpu", progress=False, face_size=32, face_width=8,
+        negatives="all", group_size=8, eval_every=50,
+    )  # fmt: skip
     before, after = report["before"], report["after"]
     assert before["windows"] == 42 and before["pairs"] == 544  # 21 held-aside windows per clip (frames 225-249)
     assert before["sync_accuracy"] < 0.6
     assert after["sync_accuracy"] >= 0.7 and after["sync_accuracy"] - before["sync_accuracy"] >= 0.2
     assert after["mean_similarity_synced"] > after["mean_similarity_shifted"]
+    assert report["train"]["windows"] == 2 * 25  # every 9th of the 221 training windows per clip
+    assert [row["step"] for row in report["curve"]] == [50, 100]
+    assert report["curve"][-1]["held_out_sync_accuracy"] == after["sync_accuracy"]
     losses = report["losses"]
     assert len(losses["loss"]) == 100 and np.mean(losses["sync_loss"][-20:]) < np.mean(losses["sync_loss"][:20])
 
@@ -215,11 +229,55 @@ def test_train_ave_learns_sync_on_synthetic_mouth(tmp_path, single_torch_thread)
     assert audio.load_ave(tmp_path / "audio_visual_encoder.pth")(torch.zeros(2, 1, 80, 16)).shape == (2, 512)
 
 
+def toy_prepared(n_frames: int, train_until: int, offset: int) -> _PreparedClip:
+    """Crops whose pixels hold offset + their frame index: a batch's windows can be read back."""
+    values = torch.arange(offset, offset + n_frames, dtype=torch.uint8)
+    crops = values.reshape(-1, 1, 1, 1).expand(n_frames, 3, 2, 4).contiguous()
+    mel = torch.arange(4 * n_frames, dtype=torch.float32).reshape(-1, 1).expand(-1, 80).contiguous()  # row m holds m
+    starts = np.arange(n_frames - 4)
+    return _PreparedClip(crops, mel, starts[starts + 5 <= train_until], starts[starts >= train_until])
+
+
+def test_all_pairs_batches_score_same_clip_pairs_five_frames_apart():
+    clips = [toy_prepared(60, 50, offset=0), toy_prepared(30, 25, offset=100)]
+    batch = _sample_all_pairs(np.random.default_rng(0), clips, batch_size=12, group_size=6)
+    assert batch.mel.shape == (12, 1, 80, 16) and batch.faces.shape == (12, 15, 2, 4)
+    values = (batch.faces[:, 0, 0, 0] * 255).round().long()  # the first frame of each window
+    owner, starts = values // 100, values % 100
+    assert (batch.mel[:, 0, 0, 0] == torch.from_numpy(audio.mel_start(starts.numpy())).float()).all()  # audio t, face t
+    assert torch.equal(batch.positive, torch.eye(12, dtype=torch.bool))
+    assert all(len(set(values[group].tolist())) == 6 for group in (slice(0, 6), slice(6, 12)))  # distinct in a group
+    assert all(len(set(owner[group].tolist())) == 1 for group in (slice(0, 6), slice(6, 12)))  # one clip per group
+    expected = (owner[:, None] == owner[None, :]) & ((starts[:, None] - starts[None, :]).abs() >= 5)
+    assert torch.equal(batch.negative, expected) and batch.negative.sum() > 20
+
+    sampled = _sample_pairs(np.random.default_rng(0), clips, batch_size=8)
+    assert sampled.positive.diagonal()[:4].all() and sampled.negative.diagonal()[4:].all()
+    assert (sampled.positive | sampled.negative).sum() == 8  # only the pairs as drawn are scored
+
+
+def test_sync_loss_is_balanced_binary_cross_entropy():
+    audio_embedding = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    face_embedding = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # similarities [[0.707, 0], [0.707, 1]]
+    positive = torch.eye(2, dtype=torch.bool)
+    negative = torch.tensor([[False, True], [True, False]])
+    batch = _Batch(torch.zeros(2, 1, 80, 16), torch.zeros(2, 15, 2, 4), positive, negative)
+    similarity = np.array([[2**-0.5, 0.0], [2**-0.5, 1.0]]).clip(1e-6, 1 - 1e-6)
+    expected = -0.5 * (np.log(similarity[[0, 1], [0, 1]]).mean() + np.log(1 - similarity[[0, 1], [1, 0]]).mean())
+    assert abs(_sync_loss(audio_embedding, face_embedding, batch).item() - expected) < 1e-5
+
+
 def test_train_ave_is_deterministic_and_checks_its_input(single_torch_thread):
     clips = [synthetic_clip(3, n_frames=120)]
     first, _ = train_ave(clips, steps=2, batch_size=4, seed=5, progress=False, face_size=32, face_width=4)
     second, _ = train_ave(clips, steps=2, batch_size=4, seed=5, progress=False, face_size=32, face_width=4)
     assert all(torch.equal(first[key], second[key]) for key in first)
+    all_pairs, _ = train_ave(clips, steps=1, batch_size=4, negatives="all", progress=False, face_size=32, face_width=4)
+    assert all_pairs.keys() == first.keys()
+    with pytest.raises(BenchError, match="negatives"):
+        train_ave(clips, steps=1, negatives="hard", progress=False, face_size=32, face_width=4)
+    with pytest.raises(BenchError, match="group_size"):
+        train_ave(clips, steps=1, batch_size=4, group_size=1, progress=False, face_size=32, face_width=4)
     with pytest.raises(BenchError, match="too short"):
         train_ave([synthetic_clip(3, n_frames=60)], steps=1, progress=False, face_size=32, face_width=4)
     with pytest.raises(BenchError, match="landmarks"):
