@@ -7,6 +7,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,3 +152,17 @@ def test_region_attention_shapes_and_ranges() -> None:
     assert torch.allclose(out["audio"], audio * out["audio_weights"])
     assert torch.allclose(out["eye"], eye * out["eye_weights"])
     assert torch.allclose(out["ambient_audio"].squeeze(-1), out["audio_weights"].norm(dim=-1))
+
+
+def test_control_audio_shifts_or_replaces_only_what_it_says():
+    from bench.methods.engine import probe
+
+    samples = np.arange(100 * 640, dtype=np.float32)
+    test = range(90, 100)
+    shifted = probe.control_audio(samples, test, "shifted")
+    assert shifted[16000] == samples[0] and np.array_equal(np.sort(shifted), samples)  # frame i hears frame i - 25
+    other = -np.ones(10_000, dtype=np.float32)
+    replaced = probe.control_audio(samples, test, "other-speaker", other)
+    assert np.array_equal(replaced[: 90 * 640], samples[: 90 * 640]) and (replaced[90 * 640 : 100 * 640] == -1).all()
+    with pytest.raises(ValueError, match="unknown control"):
+        probe.control_audio(samples, test, "reversed")

@@ -5,9 +5,10 @@
   that the fine stage samples), on the rest of the lower face (nose tip to chin: the jaw moves with the mouth) and
   elsewhere (eyes, forehead, hair, background: audio should not move them). A mouth that ignores the audio shows
   as a change of a few levels in the lip box, no larger than elsewhere.
-- ``sync_controls``: the test split rendered with its own audio and with controls (the clip's audio shifted by
-  1 s; another speaker's speech in place of the test segment), every other input unchanged, so that any difference
-  in mouth motion is the audio's. Learned sync makes the true audio's mouth follow the GT and the controls' not.
+- ``control_audio``: the clip's audio for a control (shifted by 1 s; another speaker's speech in place of the test
+  segment). ``TalkingHeadMethod.render_test_split`` renders the test split with it, every other input unchanged, so
+  that any difference in mouth motion is the audio's. Learned sync makes the true audio's mouth follow the GT and
+  the controls' not (``benchmarks/lipsync_proof.py``).
 """
 
 from __future__ import annotations
