@@ -12,7 +12,7 @@ def cmd_train_ave(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from bench import home, media
+    from bench import home
     from bench.contracts import BenchError
     from bench.datasets.preprocess.prepared import prepare
     from bench.hashing import sha256_json
@@ -27,7 +27,7 @@ def cmd_train_ave(args: argparse.Namespace) -> int:
         prepared = prepare(subject, steps=["landmarks"], progress=not args.no_progress)
         frames = prepared.frames()
         clips.append(AveClip(frames, np.asarray(prepared.array("landmarks", "lms68.npy")),
-                             media.read_wav(prepared.folder("ingest") / "audio.wav")))
+                             prepared.audio()))
         sources[subject] = prepared.sha256
     settings = {"subjects": sources, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "face_size": args.face_size, "face_width": args.face_width, "recon_weight": args.recon_weight,

@@ -46,12 +46,11 @@ ROWS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 def subject_clip(subject: str) -> AveClip:
     """A registered subject prepared up to landmarks, as ``bench train-ave`` loads it."""
-    from bench import media
     from bench.datasets.preprocess.prepared import prepare
 
     prepared = prepare(subject, steps=["landmarks"], progress=False)
     landmarks = np.asarray(prepared.array("landmarks", "lms68.npy"))
-    return AveClip(prepared.frames(), landmarks, media.read_wav(prepared.folder("ingest") / "audio.wav"))
+    return AveClip(prepared.frames(), landmarks, prepared.audio())
 
 
 def extra_clip(asset: str) -> AveClip:

@@ -71,7 +71,7 @@ def main() -> int:
     prepared = prepared_subject(subject)
     test = prepared.split.test
     gt = np.asarray(prepared.frames()[test.start : test.stop])
-    samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
+    samples = prepared.audio()
     other = prepare_audio(registry.audio.get(args.other_audio)).samples()
     meta = json.loads((checkpoint / "meta.json").read_text())
     print(f"{args.method} on {args.subject}, preset {args.preset}, audio front end {meta['audio_encoder']}, "

@@ -69,6 +69,7 @@ from __future__ import annotations
 import abc
 import weakref
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -230,18 +231,25 @@ def mouth_series(frames: np.ndarray, task_path: Path) -> MouthSeries:
 # Audio per frame
 
 
-def speech_segments(samples: np.ndarray, model_path: Path) -> list[tuple[float, float]]:
-    """Silero VAD speech segments (seconds) of 16 kHz mono samples, with the package's default thresholds."""
+@cache
+def _silero(model_path: str):
+    """The Silero VAD model, loaded once per process (THEval's two scores both need it)."""
     import warnings
 
     import torch
-    from silero_vad import get_speech_timestamps
 
     with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript loading; the model ships only as TorchScript/ONNX
         warnings.simplefilter("ignore", FutureWarning)
-        model = torch.jit.load(str(model_path), map_location="cpu").eval()
+        return torch.jit.load(model_path, map_location="cpu").eval()
+
+
+def speech_segments(samples: np.ndarray, model_path: Path) -> list[tuple[float, float]]:
+    """Silero VAD speech segments (seconds) of 16 kHz mono samples, with the package's default thresholds."""
+    import torch
+    from silero_vad import get_speech_timestamps
+
     wav = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    stamps = get_speech_timestamps(wav, model, sampling_rate=AUDIO_RATE, return_seconds=True)
+    stamps = get_speech_timestamps(wav, _silero(str(model_path)), sampling_rate=AUDIO_RATE, return_seconds=True)
     return [(float(s["start"]), float(s["end"])) for s in stamps]
 
 

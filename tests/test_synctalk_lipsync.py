@@ -18,7 +18,7 @@ CONFIG = {"preset": "cpu", "audio_encoder": "whisper"}
 
 
 def test_true_audio_beats_a_shifted_control_on_cnn(mirror):
-    from bench import media, pipeline, registry
+    from bench import pipeline, registry
     from bench.contracts import MetricInput, RunSpec, Track
     from bench.methods.engine import probe
     from bench.methods.engine.method import prepared_subject
@@ -33,7 +33,7 @@ def test_true_audio_beats_a_shifted_control_on_cnn(mirror):
     prepared = prepared_subject(subject)
     test = prepared.split.test
     gt = np.asarray(prepared.frames()[test.start : test.stop])
-    samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
+    samples = prepared.audio()
     spec = registry.metrics.get("lipsync@mouth-corr-gt")
     correlation = {}
     for label, drive in (("true", samples), ("shifted", probe.control_audio(samples, test, "shifted"))):

@@ -1,15 +1,13 @@
 """The Whisper tiny.en audio front end: frame alignment, 30 s windows and their seams, position debiasing, the
-feature cache, and the engine's audio slot."""
+feature cache (the engine's audio slot trains on them in test_synctalk_adapter)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from bench import media
 from bench.methods.engine import whisper
-from bench.methods.engine.model import audio_net_for
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -88,8 +86,3 @@ def test_features_are_cached_per_audio_content(cnn_speech, monkeypatch):
     assert len(calls) == 2 and np.array_equal(first, again) and not np.array_equal(first, other)
     assert first.shape == (75, 384, 2)
 
-
-def test_the_engines_audio_slot_takes_whisper_inputs():
-    net = audio_net_for("whisper")
-    codes = net(torch.randn(8, 384, 2))
-    assert codes.shape == (8, 32)

@@ -69,6 +69,12 @@ class PreparedSubject:
 
         return media.open_frames(self.folder("ingest") / "frames")
 
+    def audio(self) -> np.ndarray:
+        """The whole clip's speech, 16 kHz mono float32, as ingest wrote it."""
+        from bench import media
+
+        return media.read_wav(self.folder("ingest") / "audio.wav")
+
     @property
     def n_frames(self) -> int:
         return int(self.summary("ingest")["n_frames"])

@@ -187,7 +187,6 @@ class TalkingHeadMethod(Method):
     def train(self, subject: Subject, checkpoint_dir: Path) -> None:
         import torch
 
-        from bench import media
         from bench.methods.engine.data import HeadBackgrounds
         from bench.methods.engine.training import Trainer, loss_trend
 
@@ -196,7 +195,7 @@ class TalkingHeadMethod(Method):
         prepared = prepared_subject(subject)
         data = self.load_data(prepared)
         kind = config["audio_encoder"]
-        samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
+        samples = prepared.audio()
         inputs = torch.from_numpy(audio_inputs(kind, samples, prepared.n_frames, config)).float()
         model = self.build_model(prepared, data, kind)
         trainer = Trainer(model, data, inputs, config, self.seed, device(), lpips_loss_model(config.get("lpips_loss", False)),
@@ -264,13 +263,11 @@ class TalkingHeadMethod(Method):
         return torso.to(on).eval()
 
     def render(self, subject: Subject, checkpoint_dir: Path | None, audio: DrivingAudio, track: Track) -> Iterator[np.ndarray]:
-        from bench import media
-
         if checkpoint_dir is None:
             raise BenchError(f"{self.spec.id} renders from a trained checkpoint")
         if audio.id == SELF_AUDIO:
             prepared = prepared_subject(subject)
-            yield from self.render_test_split(subject, checkpoint_dir, track, media.read_wav(prepared.folder("ingest") / "audio.wav"))
+            yield from self.render_test_split(subject, checkpoint_dir, track, prepared.audio())
             return
         from bench.methods.engine.model import mirror_index
 

@@ -28,12 +28,11 @@ def audio_sensitivity(method, subject: Subject, checkpoint_dir, n_frames: int = 
     frame's audio code is replaced by that of the test frame half the split away."""
     import torch
 
-    from bench import media
     from bench.methods.engine.method import audio_inputs
 
     model, prepared, data, meta = method.load(subject, checkpoint_dir)
     on = next(model.parameters()).device
-    samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
+    samples = prepared.audio()
     inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, prepared.n_frames, method.config)).float().to(on)
     test = list(data.split.test)
     side = data.size

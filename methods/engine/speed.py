@@ -25,7 +25,7 @@ def _sync(device: torch.device) -> None:
 def measure(
     method_name: str, subject: str, config: dict[str, Any], frames: int = 10, train_steps: int = 30, progress: bool = True
 ) -> dict[str, Any]:
-    from bench import media, pipeline
+    from bench import pipeline
     from bench.contracts import BenchError, RunSpec
     from bench.methods.engine.data import HeadBackgrounds
     from bench.methods.engine.method import TalkingHeadMethod, audio_inputs, lpips_loss_model
@@ -39,7 +39,7 @@ def measure(
     model, prepared, data, meta = method.load(trained.subject, trained.checkpoint)
     device = next(model.parameters()).device
     side = prepared.frames().shape[1]
-    samples = media.read_wav(prepared.folder("ingest") / "audio.wav")
+    samples = prepared.audio()
     inputs = torch.from_numpy(audio_inputs(meta["audio_encoder"], samples, prepared.n_frames, resolved)).float().to(device)
     head_background = HeadBackgrounds(prepared)
     test = list(data.split.test)[: frames + 1]
